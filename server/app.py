@@ -1,0 +1,56 @@
+"""Builds the FastAPI app. The engine is attached later (`RerankService.start`), so tests can
+build apps around one shared engine, and the server answers /health while the engine loads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from server import __version__
+from server.api_router import router
+from server.errors import install_error_handlers
+from server.metrics import Metrics
+from server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from server.protocol import RerankRequest
+from server.serving import RerankService
+from server.settings import Settings
+
+PUBLIC_PATHS = ("/health", "/ready")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="Qwen3 rerank server",
+        version=__version__,
+        description="Qwen3-Reranker on vLLM behind a Cohere/Jina/vLLM-compatible rerank API.",
+    )
+    metrics = Metrics()
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.service = RerankService(settings, metrics)
+    app.include_router(router)
+    install_error_handlers(app)
+
+    # Added innermost first: the request context wraps auth, which wraps the body limit.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    keys = settings.api_keys()
+    if keys:
+        public = PUBLIC_PATHS + (("/metrics",) if settings.metrics_public else ())
+        app.add_middleware(ApiKeyMiddleware, keys=keys, public_paths=public)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # The rerank routes parse their body themselves (orjson); publish its schema here.
+        if app.openapi_schema is None:
+            schema = default_openapi()  # also caches it in app.openapi_schema
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            request_schema = RerankRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(request_schema.pop("$defs", {}))
+            components["RerankRequest"] = request_schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

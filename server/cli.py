@@ -1,0 +1,129 @@
+"""`python -m server` / `rerank-server`: flags onto Settings, then serve until SIGTERM or engine death.
+
+Every Settings field is a flag `--field-name` and an environment variable `RERANK_FIELD_NAME`;
+flags win. The HTTP server answers /health at once; the engine loads beside it, scores a warm-up
+request, logs `Engine started.` and turns /ready to 200. SIGTERM stops new connections, lets
+in-flight requests finish (at most --drain-timeout seconds) and exits 0. An engine that dies
+makes the process exit 1 so that a restart policy brings it back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import signal
+import sys
+import types
+from typing import Any, get_args, get_origin
+
+from pydantic import ValidationError
+
+from server.settings import Settings
+
+logger = logging.getLogger("server")
+WATCHDOG_INTERVAL_S = 1.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m server",
+        description="Serve Qwen3-Reranker with vLLM behind POST /v1/rerank. "
+        "Every flag is also an environment variable RERANK_<FLAG_NAME>.",
+    )
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        annotation = field.annotation
+        help_text = f"{field.description or ''} [env RERANK_{name.upper()}]"
+        if annotation is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif get_origin(annotation) is list:
+            parser.add_argument(flag, action="append", default=None, help=help_text)
+        else:
+            choices = None
+            literal = [a for a in get_args(annotation) if not isinstance(a, type | types.NoneType)]
+            if get_origin(annotation) is not types.UnionType and literal:
+                choices = literal
+            parser.add_argument(flag, default=None, choices=choices, help=help_text)
+    return parser
+
+
+def settings_from_args(argv: list[str] | None = None) -> Settings:
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
+    return Settings.from_env(**overrides)
+
+
+async def serve(settings: Settings) -> int:
+    """Run the HTTP server and the engine until shutdown; return the process exit code."""
+    import uvicorn
+
+    from server.app import create_app
+    from server.engine import open_engine
+
+    app = create_app(settings)
+    service = app.state.service
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=settings.drain_timeout,
+            timeout_keep_alive=30,
+        )
+    )
+    exit_code = 0
+
+    async def engine_lifetime() -> None:
+        nonlocal exit_code
+        try:
+            async with open_engine(settings) as engine:
+                await service.start(engine)
+                while not engine.is_dead:
+                    await asyncio.sleep(WATCHDOG_INTERVAL_S)
+                service.mark_dead()
+                logger.error("the vLLM engine died; exiting so that the process can be restarted")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("the vLLM engine failed")
+            service.mark_dead()
+        exit_code = 1
+        server.should_exit = True
+
+    engine_task = asyncio.create_task(engine_lifetime())
+    await server.serve()
+    if not engine_task.done():
+        engine_task.cancel()
+        try:
+            await engine_task
+        except asyncio.CancelledError:
+            pass
+    # Let AsyncLLM.__del__ run now, not during interpreter teardown when its modules are gone.
+    service.engine = None
+    gc.collect()
+    logger.info("server stopped (exit code %d)", exit_code)
+    return exit_code
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        settings = settings_from_args(argv)
+    except ValidationError as exc:
+        print(f"invalid settings:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    from server.log import setup_logging
+
+    setup_logging(settings.log_file, settings.log_level)
+    logger.info("settings: %r", settings)  # SecretStr keeps API keys out of the log
+    # uvicorn re-raises the signal that stopped it once it has drained; handled here, a SIGTERM
+    # ends the process with our exit code instead of the default "killed by signal".
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    raise SystemExit(asyncio.run(serve(settings)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Prometheus metrics (prometheus-client), one registry per app so that tests can build several."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+TOKEN_BUCKETS = (100, 500, 1000, 5000, 10_000, 50_000, 100_000, 500_000, 1_000_000)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("rerank_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
+        self.latency = Histogram(
+            "rerank_request_latency_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.documents = Histogram(
+            "rerank_documents_per_request", "documents per rerank request", buckets=SIZE_BUCKETS, registry=r
+        )
+        self.tokens = Histogram(
+            "rerank_tokens_per_request", "prompt tokens per rerank request", buckets=TOKEN_BUCKETS, registry=r
+        )
+        self.prompt_tokens = Counter("rerank_prompt_tokens", "prompt tokens scored", registry=r)
+        self.cached_tokens = Counter(
+            "rerank_cached_prompt_tokens", "prompt tokens served from vLLM's prefix cache", registry=r
+        )
+        self.prefix_cache_hit_ratio = Gauge(
+            "rerank_prefix_cache_hit_ratio", "cached / scored prompt tokens since start", registry=r
+        )
+        self.requests_in_flight = Gauge("rerank_requests_in_flight", "rerank requests being scored", registry=r)
+        self.pairs_in_flight = Gauge("rerank_pairs_in_flight", "(query, document) pairs in the engine", registry=r)
+        self.rejected = Counter("rerank_rejected_requests", "requests refused, by reason", ["reason"], registry=r)
+        self.engine_up = Gauge("rerank_engine_up", "1 when the engine is ready to score", registry=r)
+
+    def record_tokens(self, prompt: int, cached: int) -> None:
+        self.prompt_tokens.inc(prompt)
+        self.cached_tokens.inc(cached)
+        total = self.prompt_tokens._value.get()
+        if total:
+            self.prefix_cache_hit_ratio.set(self.cached_tokens._value.get() / total)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

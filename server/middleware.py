@@ -1,0 +1,149 @@
+"""Plain ASGI middlewares: request ids and access log, API-key auth, request body limit."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from server.errors import ServiceError, error_response
+from server.metrics import Metrics
+from server.serving import RequestStats
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+access_logger = logging.getLogger("server.access")
+
+# Known routes are metric labels as they are; anything else is "other" (bounded cardinality).
+KNOWN_ROUTES = frozenset(
+    {"/v1/rerank", "/rerank", "/v2/rerank", "/v1/models", "/health", "/ready", "/metrics", "/docs", "/openapi.json"}
+)
+CLIENT_CLOSED = 499  # nginx's code for "the client hung up before the answer"
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class RequestContextMiddleware:
+    """Accepts or makes `X-Request-Id`, returns it, writes one access-log line and the HTTP metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = (header(scope, b"x-request-id") or "")[:200] or uuid.uuid4().hex
+        stats = RequestStats()
+        scope.setdefault("state", {}).update(request_id=request_id, stats=stats)
+        status = CLIENT_CLOSED
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            latency = time.perf_counter() - started
+            path = scope["path"]
+            route = path if path in KNOWN_ROUTES else "other"
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(latency)
+            if route not in ("/health", "/ready", "/metrics"):
+                access_logger.info(
+                    '%s "%s %s" %d docs=%d tokens=%d cached=%d %.1fms request_id=%s',
+                    (scope.get("client") or ("-",))[0],
+                    scope["method"],
+                    path,
+                    status,
+                    stats.documents,
+                    stats.tokens,
+                    stats.cached_tokens,
+                    latency * 1000,
+                    request_id,
+                )
+
+
+class ApiKeyMiddleware:
+    """Requires `Authorization: Bearer KEY` or `X-API-Key: KEY` on every route but the public ones."""
+
+    def __init__(self, app: ASGIApp, keys: Iterable[str], public_paths: Iterable[str]) -> None:
+        self.app = app
+        self.keys = [k.encode() for k in keys]
+        self.public_paths = frozenset(public_paths)
+
+    def _authorized(self, scope: Scope) -> bool:
+        given = header(scope, b"x-api-key")
+        auth = header(scope, b"authorization")
+        if auth and auth[:7].lower() == "bearer ":
+            given = auth[7:].strip()
+        if not given:
+            return False
+        candidate = given.encode("latin-1")
+        # Compare with every key, in constant time each, so timing tells nothing about which matched.
+        matches = [hmac.compare_digest(candidate, key) for key in self.keys]
+        return any(matches)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.public_paths or self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        response = error_response(
+            "authentication_error",
+            "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            headers={"WWW-Authenticate": 'Bearer realm="rerank"'},
+        )
+        await response(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Refuses a request body over `limit` bytes with 413, before reading it in full."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def _too_large(self, size: str) -> ServiceError:
+        return ServiceError(
+            "payload_too_large", f"request body of {size} bytes is over the limit of {self.limit} bytes"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            exc = self._too_large(length)
+            await error_response(exc.kind, exc.message, {"Connection": "close"})(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise self._too_large(f"more than {received}")
+            return message
+
+        await self.app(scope, limited_receive, send)

@@ -1,0 +1,88 @@
+"""Request and response models of the rerank API (Cohere, Jina and vLLM clients speak it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+
+
+class TextDocument(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    text: StrictStr
+
+
+class RerankRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    query: StrictStr = Field(min_length=1, description="the search query")
+    documents: list[StrictStr | TextDocument] = Field(description='the candidates: strings or objects {"text": "..."}')
+    top_n: StrictInt | None = Field(None, ge=1, description="return only the best n (default: all)")
+    return_documents: StrictBool = Field(True, description="echo each document's text in its result")
+    instruction: StrictStr | None = Field(
+        None, min_length=1, description="task instruction (default: the model card's web-search instruction)"
+    )
+    max_tokens_per_doc: StrictInt | None = Field(
+        None, ge=1, description="truncate each document to this many tokens (its tail is dropped)"
+    )
+    model: StrictStr | None = Field(None, description="if given, must name the served model")
+
+    @field_validator("documents", mode="before")
+    @classmethod
+    def _one_message_per_document(cls, value: Any) -> Any:
+        """One clear message for a bad document instead of one per member of the union."""
+        if isinstance(value, list):
+            for i, doc in enumerate(value):
+                if not isinstance(doc, str) and not (isinstance(doc, dict) and isinstance(doc.get("text"), str)):
+                    got = "an object without a string 'text'" if isinstance(doc, dict) else type(doc).__name__
+                    got = "null" if doc is None else got
+                    raise ValueError(f'documents[{i}] must be a string or an object {{"text": "..."}}, got {got}')
+        return value
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class RerankDocument(BaseModel):
+    text: str
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: RerankDocument | None = None
+
+
+class RerankUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+    cached_tokens: int = Field(description="prompt tokens served from vLLM's prefix cache")
+
+
+class RerankResponse(BaseModel):
+    id: str
+    model: str
+    results: list[RerankResult]
+    usage: RerankUsage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: str = "model"
+    owned_by: str = "qwen3-rerank-server"
+    max_model_len: int
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: int
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

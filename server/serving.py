@@ -1,0 +1,162 @@
+"""The rerank work: readiness, admission, prompt building, scoring, ranking."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from server.engine import Engine
+from server.errors import ServiceError
+from server.metrics import Metrics
+from server.prompt import PromptBuilder, QueryTooLongError, Tokenizer
+from server.protocol import RerankRequest
+from server.settings import Settings
+
+logger = logging.getLogger("server.serving")
+
+WARMUP_REQUEST = RerankRequest(
+    query="What is the capital of China?",
+    documents=["The capital of China is Beijing.", "Gravity pulls objects toward each other."],
+)
+
+
+@dataclass
+class RequestStats:
+    """What the access log and metrics report about one rerank request."""
+
+    documents: int = 0
+    tokens: int = 0
+    cached_tokens: int = 0
+
+
+def load_tokenizer(model: str) -> Tokenizer:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model)
+
+
+class RerankService:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.engine: Engine | None = None
+        self.prompts: PromptBuilder | None = None
+        self.warmed_up = False
+        self.pairs_in_flight = 0
+
+    # --- lifetime -------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.warmed_up and self.engine is not None and not self.engine.is_dead
+
+    async def start(self, engine: Engine, tokenizer: Tokenizer | None = None) -> None:
+        """Attach a running engine, score a warm-up request, then report ready."""
+        if tokenizer is None:
+            tokenizer = await asyncio.to_thread(load_tokenizer, self.settings.model)
+        self.prompts = PromptBuilder(tokenizer, self.settings.max_model_len)
+        self.engine = engine
+        started = time.perf_counter()
+        await self._rerank(WARMUP_REQUEST, "warmup", RequestStats())
+        self.warmed_up = True
+        self.metrics.engine_up.set(1)
+        logger.info(
+            "Engine started. model=%s warm-up rerank scored in %.2fs; ready on /v1/rerank",
+            self.settings.model_name,
+            time.perf_counter() - started,
+        )
+
+    def mark_dead(self) -> None:
+        self.warmed_up = False
+        self.metrics.engine_up.set(0)
+
+    # --- requests -------------------------------------------------------------------------
+    async def rerank(self, request: RerankRequest, request_id: str, stats: RequestStats) -> dict[str, Any]:
+        if not self.ready:
+            raise ServiceError("service_unavailable", "the engine is not ready yet; retry when GET /ready is 200")
+        if request.model is not None and request.model != self.settings.model_name:
+            raise ServiceError(
+                "not_found_error",
+                f"model {request.model!r} is not served here; this server serves {self.settings.model_name!r}",
+            )
+        if len(request.documents) > self.settings.max_documents:
+            self.metrics.rejected.labels("too_many_documents").inc()
+            raise ServiceError(
+                "payload_too_large",
+                f"{len(request.documents)} documents in one request; the limit is {self.settings.max_documents}",
+            )
+        return await self._rerank(request, request_id, stats)
+
+    async def _rerank(self, request: RerankRequest, request_id: str, stats: RequestStats) -> dict[str, Any]:
+        assert self.prompts is not None and self.engine is not None
+        texts = request.texts()
+        stats.documents = len(texts)
+        try:
+            prompts = await asyncio.to_thread(
+                self.prompts.build, request.query, texts, request.instruction, request.max_tokens_per_doc
+            )
+        except QueryTooLongError as exc:
+            self.metrics.rejected.labels("query_too_long").inc()
+            raise ServiceError("invalid_request_error", str(exc)) from None
+        stats.tokens = prompts.num_tokens
+        self.metrics.documents.observe(len(texts))
+        self.metrics.tokens.observe(stats.tokens)
+
+        scores = await self._score(prompts.token_ids, request_id)
+        stats.cached_tokens = scores.cached_tokens
+        self.metrics.record_tokens(stats.tokens, scores.cached_tokens)
+
+        order = sorted(range(len(texts)), key=lambda i: -scores.scores[i])
+        if request.top_n is not None:
+            order = order[: request.top_n]
+        if request.return_documents:
+            results = [{"index": i, "relevance_score": scores.scores[i], "document": {"text": texts[i]}} for i in order]
+        else:
+            results = [{"index": i, "relevance_score": scores.scores[i]} for i in order]
+        return {
+            "id": request_id,
+            "model": self.settings.model_name,
+            "results": results,
+            "usage": {
+                "prompt_tokens": stats.tokens,
+                "total_tokens": stats.tokens,
+                "cached_tokens": scores.cached_tokens,
+            },
+        }
+
+    async def _score(self, token_ids: list[list[int]], request_id: str):  # noqa: ANN202
+        """Admission control, time-out and engine errors around engine.score()."""
+        assert self.engine is not None
+        n = len(token_ids)
+        if self.pairs_in_flight + n > self.settings.max_pairs_in_flight:
+            self.metrics.rejected.labels("overloaded").inc()
+            raise ServiceError(
+                "overloaded_error",
+                f"server busy: {self.pairs_in_flight} documents in flight, limit "
+                f"{self.settings.max_pairs_in_flight}; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        self.pairs_in_flight += n
+        self.metrics.pairs_in_flight.inc(n)
+        self.metrics.requests_in_flight.inc()
+        try:
+            async with asyncio.timeout(self.settings.request_timeout):
+                return await self.engine.score(token_ids, request_id)
+        except TimeoutError:
+            self.metrics.rejected.labels("timeout").inc()
+            raise ServiceError(
+                "timeout_error",
+                f"scoring took longer than {self.settings.request_timeout:g}s and was aborted; "
+                "send fewer or shorter documents",
+            ) from None
+        except Exception as exc:
+            if self.engine.is_dead:
+                self.mark_dead()
+                raise ServiceError("service_unavailable", "the engine has stopped; the server is restarting") from exc
+            raise
+        finally:
+            self.pairs_in_flight -= n
+            self.metrics.pairs_in_flight.dec(n)
+            self.metrics.requests_in_flight.dec()

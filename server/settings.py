@@ -1,0 +1,106 @@
+"""All configuration in one place: environment variables `RERANK_<NAME>` and CLI flags `--<name>`.
+
+CLI flags (see `server/cli.py`) override environment variables, which override the defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL = "Qwen/Qwen3-Reranker-0.6B"
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RERANK_", extra="ignore", validate_default=True)
+
+    # --- model and engine -----------------------------------------------------------------
+    model: str = Field(DEFAULT_MODEL, description="model path or Hugging Face id")
+    served_model_name: str | None = Field(None, description="name clients use (default: --model)")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="auto: the model's dtype on a GPU; on the CPU bfloat16 if supported, else float32"
+    )
+    max_model_len: int = Field(8192, ge=64, description="longest prompt in tokens (the card uses 8192)")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="fraction of GPU memory for vLLM (default 0.9; on the CPU see --kv-cache-gib)"
+    )
+    kv_cache_gib: float | None = Field(
+        None, gt=0, description="CPU only: KV cache size in GiB (default: a safe share of free memory)"
+    )
+    enable_prefix_caching: bool = Field(True, description="reuse the shared prompt prefix across documents")
+    block_size: int | None = Field(None, ge=1, description="KV cache block size (default: vLLM's)")
+    max_num_seqs: int | None = Field(None, ge=1, description="engine batch size in sequences (default: vLLM's)")
+    max_num_batched_tokens: int | None = Field(None, ge=1, description="engine batch size in tokens (default: vLLM's)")
+    enforce_eager: bool = Field(False, description="skip torch.compile and CUDA graphs (faster start-up)")
+    prime_prefix: bool = Field(
+        True, description="score a request's first document before the others so they hit the prefix cache"
+    )
+
+    # --- HTTP -----------------------------------------------------------------------------
+    host: str = Field("0.0.0.0", description="address to bind")
+    port: int = Field(8000, ge=0, le=65535, description="port to bind")
+    api_key: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="API key(s) required on every route but /health and /ready (comma-separated or repeated)",
+    )
+    metrics_public: bool = Field(False, description="serve /metrics without an API key")
+
+    # --- limits ---------------------------------------------------------------------------
+    max_documents: int = Field(1000, ge=1, description="most documents in one request (413 past it)")
+    max_body_bytes: int = Field(16 * MiB, ge=1024, description="largest request body in bytes (413 past it)")
+    max_pairs_in_flight: int = Field(
+        8192, ge=1, description="most (query, document) pairs in the engine at once (429 past it)"
+    )
+    request_timeout: float = Field(120.0, gt=0, description="seconds before a request gets 504 and is aborted")
+    drain_timeout: int = Field(30, ge=0, description="seconds to finish in-flight requests on SIGTERM")
+
+    # --- logging --------------------------------------------------------------------------
+    log_file: Path | None = Field(Path("vllm.log"), description="also write all logs here ('' for none)")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple):
+            return [k.strip() for item in value for k in str(item).split(",") if k.strip()]
+        return value
+
+    @field_validator("log_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value in ("", "none", "None") else value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.served_model_name is None:
+            self.served_model_name = self.model
+        if self.max_pairs_in_flight < self.max_documents:
+            raise ValueError(
+                f"max_pairs_in_flight ({self.max_pairs_in_flight}) must be >= max_documents "
+                f"({self.max_documents}), or a full request could never be admitted"
+            )
+        return self
+
+    @property
+    def model_name(self) -> str:
+        return self.served_model_name or self.model
+
+    def api_keys(self) -> list[str]:
+        return [k.get_secret_value() for k in self.api_key]
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Settings from `RERANK_*` variables; `RERANK_API_KEYS` is read as well as `RERANK_API_KEY`."""
+        import os
+
+        if "api_key" not in overrides:
+            keys = ",".join(filter(None, (os.environ.get("RERANK_API_KEY"), os.environ.get("RERANK_API_KEYS"))))
+            if keys:
+                overrides["api_key"] = keys
+        return cls(**overrides)
