@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import signal
 import sys
@@ -102,9 +101,6 @@ async def serve(settings: Settings) -> int:
             await engine_task
         except asyncio.CancelledError:
             pass
-    # Let AsyncLLM.__del__ run now, not during interpreter teardown when its modules are gone.
-    service.engine = None
-    gc.collect()
     logger.info("server stopped (exit code %d)", exit_code)
     return exit_code
 

