@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import orjson
@@ -14,8 +13,6 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-
-logger = logging.getLogger("server.errors")
 
 # error type -> HTTP status
 ERROR_STATUS: dict[str, int] = {
@@ -96,9 +93,3 @@ def install_error_handlers(app: FastAPI) -> None:
             media_type="application/json",
             headers=getattr(exc, "headers", None),
         )
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> Response:
-        request_id = getattr(request.state, "request_id", "-")
-        logger.exception("internal error in request %s", request_id)
-        return error_response("internal_error", f"internal server error (request id {request_id})")

@@ -20,6 +20,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 access_logger = logging.getLogger("server.access")
+logger = logging.getLogger("server.errors")
 
 # Known routes are metric labels as they are; anything else is "other" (bounded cardinality).
 KNOWN_ROUTES = frozenset(
@@ -61,6 +62,14 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # A bug: the traceback goes to the log only, the caller gets an opaque 500 with the request id.
+            # Answered here rather than by Starlette's ServerErrorMiddleware, which would also drop the connection.
+            logger.exception("internal error in request %s", request_id)
+            if status != CLIENT_CLOSED:
+                raise  # the response had started: nothing sane can be sent any more
+            message = f"internal server error (request id {request_id})"
+            await error_response("internal_error", message)(scope, receive, send_with_id)
         finally:
             latency = time.perf_counter() - started
             path = scope["path"]

@@ -1,0 +1,258 @@
+"""Bad input, limits, auth, internal errors, overload, time-outs and hang-ups (real engine).
+
+Every case checks the status, the one error shape, and that the next good request still succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from collections.abc import Sequence
+
+import httpx
+import pytest
+
+from server.engine import Scores
+
+from .conftest import API_KEY, wait_until
+
+pytestmark = pytest.mark.engine
+
+GOOD = {"query": "capital of China", "documents": ["Beijing is the capital of China.", "Gravity is a force."]}
+
+
+def assert_error(response: httpx.Response, status: int, kind: str, message: str = "") -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "code"}
+    assert body["error"]["code"] == status and body["error"]["type"] == kind
+    assert re.search(message, body["error"]["message"]), body["error"]["message"]
+
+
+def assert_still_serving(client: httpx.Client) -> None:
+    response = client.post("/v1/rerank", json=GOOD)
+    assert response.status_code == 200 and len(response.json()["results"]) == 2
+
+
+def engine_idle(engine) -> bool:  # noqa: ANN001
+    return engine.llm.get_num_unfinished_requests() == 0
+
+
+BAD_BODIES = [
+    ("malformed-json", b'{"query": "q", "documents": [', 400, "invalid_request_error", "not valid JSON"),
+    ("invalid-utf8", b'{"query": "\xff\xfe", "documents": ["a"]}', 400, "invalid_request_error", "UTF-8"),
+    ("not-an-object", b'["q", ["a"]]', 422, "validation_error", "valid dictionary"),
+    ("missing-query", b'{"documents": ["a"]}', 422, "validation_error", "query: Field required"),
+    ("empty-query", b'{"query": "", "documents": ["a"]}', 422, "validation_error", "query"),
+    ("query-not-text", b'{"query": 5, "documents": ["a"]}', 422, "validation_error", "query: Input should be"),
+    ("missing-documents", b'{"query": "q"}', 422, "validation_error", "documents: Field required"),
+    ("documents-not-list", b'{"query": "q", "documents": "a"}', 422, "validation_error", "documents"),
+    ("null-document", b'{"query": "q", "documents": ["a", null]}', 422, "validation_error", r"documents\[1\].*null"),
+    ("number-document", b'{"query": "q", "documents": [3]}', 422, "validation_error", r"documents\[0\].*int"),
+    ("object-without-text", b'{"query": "q", "documents": [{"t": "a"}]}', 422, "validation_error", "without"),
+    ("text-not-string", b'{"query": "q", "documents": [{"text": 1}]}', 422, "validation_error", "documents"),
+    ("top-n-zero", b'{"query": "q", "documents": ["a"], "top_n": 0}', 422, "validation_error", "top_n"),
+    ("top-n-negative", b'{"query": "q", "documents": ["a"], "top_n": -2}', 422, "validation_error", "top_n"),
+    ("top-n-float", b'{"query": "q", "documents": ["a"], "top_n": 1.5}', 422, "validation_error", "top_n"),
+    ("top-n-string", b'{"query": "q", "documents": ["a"], "top_n": "2"}', 422, "validation_error", "top_n"),
+    ("bad-max-tokens", b'{"query": "q", "documents": ["a"], "max_tokens_per_doc": 0}', 422, "validation_error", "max_"),
+    (
+        "return-docs-string",
+        b'{"query": "q", "documents": ["a"], "return_documents": "no"}',
+        422,
+        "validation_error",
+        "",
+    ),
+    (
+        "unknown-model",
+        b'{"query": "q", "documents": ["a"], "model": "bge-reranker"}',
+        404,
+        "not_found_error",
+        "'bge-reranker' is not served here; this server serves 'qwen3-reranker-test'",
+    ),
+    (
+        "query-too-long",
+        b'{"query": "' + b"word " * 600 + b'", "documents": ["a"]}',
+        400,
+        "invalid_request_error",
+        "no room for a document",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "kind", "message"), [b[1:] for b in BAD_BODIES], ids=[b[0] for b in BAD_BODIES]
+)
+def test_bad_input_gets_a_clear_4xx(client, body, status, kind, message):
+    response = client.post("/v1/rerank", content=body, headers={"content-type": "application/json"})
+    assert_error(response, status, kind, message)
+    assert_still_serving(client)
+
+
+def test_empty_documents_gives_no_results(client):
+    response = client.post("/v1/rerank", json={"query": "q", "documents": []})
+    assert response.status_code == 200
+    assert response.json()["results"] == [] and response.json()["usage"]["prompt_tokens"] == 0
+
+
+def test_unknown_route_and_method(client):
+    assert_error(client.get("/v1/nothing"), 404, "not_found_error", "no route GET /v1/nothing")
+    assert_error(client.get("/v1/rerank"), 405, "method_not_allowed", "GET")
+    assert_still_serving(client)
+
+
+def test_too_many_documents_is_413(live_server):
+    live = live_server(max_documents=3)
+    with live.client() as c:
+        response = c.post("/v1/rerank", json={"query": "q", "documents": ["a"] * 4})
+        assert_error(response, 413, "payload_too_large", "4 documents in one request; the limit is 3")
+        assert c.post("/v1/rerank", json={"query": "q", "documents": ["a"] * 3}).status_code == 200
+
+
+def test_body_over_the_limit_is_413_before_it_is_read(live_server):
+    live = live_server(max_body_bytes=4096)
+    big = {"query": "q", "documents": ["x" * 5000]}
+    with live.client() as c:
+        assert_error(c.post("/v1/rerank", json=big), 413, "payload_too_large", "over the limit of 4096 bytes")
+
+        def chunks():  # no Content-Length: the limit applies while reading
+            yield b'{"query": "q", "documents": ["'
+            for _ in range(10):
+                yield b"x" * 1000
+            yield b'"]}'
+
+        assert_error(c.post("/v1/rerank", content=chunks()), 413, "payload_too_large", "over the limit")
+        assert_still_serving(c)
+
+
+PROTECTED = [("POST", p) for p in ("/v1/rerank", "/rerank", "/v2/rerank")] + [
+    ("GET", p) for p in ("/v1/models", "/metrics", "/docs", "/openapi.json")
+]
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+def test_every_route_but_health_and_ready_needs_the_key(server, method, path):
+    with server.client(api_key=None) as anonymous:
+        response = anonymous.request(method, path, json=GOOD)
+        assert_error(response, 401, "authentication_error", "API key")
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        wrong = anonymous.request(method, path, json=GOOD, headers={"Authorization": "Bearer nope"})
+        assert_error(wrong, 401, "authentication_error", "API key")
+        assert anonymous.request(method, path, json=GOOD, headers={"X-API-Key": API_KEY}).status_code == 200
+        assert anonymous.request(method, path, json=GOOD, headers={"Authorization": f"Bearer {API_KEY}"}).is_success
+
+
+def test_health_and_ready_are_public(server):
+    with server.client(api_key=None) as anonymous:
+        assert anonymous.get("/health").status_code == 200
+        assert anonymous.get("/ready").status_code == 200
+
+
+def test_several_keys_and_public_metrics(live_server):
+    live = live_server(api_key=["key-one", "key-two"], metrics_public=True)
+    with live.client(api_key=None) as c:
+        assert c.get("/metrics").status_code == 200
+        for key in ("key-one", "key-two"):
+            assert c.post("/v1/rerank", json=GOOD, headers={"X-API-Key": key}).status_code == 200
+        assert c.post("/v1/rerank", json=GOOD, headers={"X-API-Key": API_KEY}).status_code == 401
+
+
+def test_api_key_never_logged(live_server, caplog, server):
+    with caplog.at_level(logging.DEBUG), server.client() as c:
+        c.post("/v1/rerank", json=GOOD)
+        server.client(api_key="wrong-secret-key").post("/v1/rerank", json=GOOD)
+    assert API_KEY not in caplog.text and "wrong-secret-key" not in caplog.text
+
+
+class FlakyEngine:
+    """Delegates to the real engine; fails with a bug-like error while `fail` is set."""
+
+    def __init__(self, real) -> None:  # noqa: ANN001
+        self.real = real
+        self.fail = False
+
+    @property
+    def is_dead(self) -> bool:
+        return self.real.is_dead
+
+    async def score(self, prompts: Sequence[list[int]], request_id: str) -> Scores:
+        if self.fail:
+            raise RuntimeError("secret internal detail")
+        return await self.real.score(prompts, request_id)
+
+
+def test_internal_error_is_an_opaque_500_with_request_id(live_server, engine, caplog):
+    flaky = FlakyEngine(engine)
+    live = live_server(engine_override=flaky)
+    flaky.fail = True
+    with live.client() as c, caplog.at_level(logging.ERROR, logger="server"):
+        response = c.post("/v1/rerank", json=GOOD, headers={"X-Request-Id": "req-500"})
+        assert_error(response, 500, "internal_error", r"internal server error \(request id req-500\)")
+        assert "secret internal detail" not in response.text
+        assert "secret internal detail" in caplog.text and "req-500" in caplog.text  # traceback in the log
+        flaky.fail = False
+        assert_still_serving(c)
+
+
+class GatedEngine(FlakyEngine):
+    """Holds every request at a gate before the real engine scores it."""
+
+    def __init__(self, real, loop) -> None:  # noqa: ANN001
+        super().__init__(real)
+        self.gate = asyncio.Event()
+        self.loop = loop
+        self.waiting = 0
+
+    def open(self) -> None:
+        self.loop.call_soon_threadsafe(self.gate.set)
+
+    async def score(self, prompts: Sequence[list[int]], request_id: str) -> Scores:
+        if request_id != "warmup":
+            self.waiting += 1
+            await self.gate.wait()
+        return await self.real.score(prompts, request_id)
+
+
+def test_overload_is_429_with_retry_after(live_server, engine, engine_loop):
+    gated = GatedEngine(engine, engine_loop.loop)
+    gated.gate.set()  # let the warm-up through
+    live = live_server(engine_override=gated, max_documents=4, max_pairs_in_flight=4)
+    gated.gate = asyncio.Event()
+    with live.client() as c:
+        first: dict[str, httpx.Response] = {}
+        thread = threading.Thread(target=lambda: first.update(r=c.post("/v1/rerank", json=GOOD)))
+        thread.start()
+        assert wait_until(lambda: gated.waiting == 1)
+        response = c.post("/v1/rerank", json={"query": "q", "documents": ["a", "b", "c"]})
+        assert_error(response, 429, "overloaded_error", "2 documents in flight, limit 4")
+        assert response.headers["retry-after"] == "1"
+        gated.open()
+        thread.join(60)
+        assert first["r"].status_code == 200
+        assert_still_serving(c)
+        assert 'rerank_rejected_requests_total{reason="overloaded"}' in c.get("/metrics").text
+
+
+LONG_DOCS = [f"document {i} " + "lorem ipsum dolor sit amet " * 80 for i in range(300)]
+
+
+def test_timeout_is_504_and_aborts_the_engine_requests(live_server, engine):
+    live = live_server(request_timeout=0.2)
+    with live.client() as c:
+        response = c.post("/v1/rerank", json={"query": "slow", "documents": LONG_DOCS})
+        assert_error(response, 504, "timeout_error", "longer than 0.2s and was aborted")
+        assert wait_until(lambda: engine_idle(engine), timeout=10), "the timed-out pairs were not aborted"
+        assert live.service.pairs_in_flight == 0
+        assert_still_serving(c)
+
+
+def test_client_hang_up_aborts_its_engine_requests(server, engine):
+    with server.client(timeout=0.3) as impatient, pytest.raises(httpx.TimeoutException):
+        impatient.post("/v1/rerank", json={"query": "hang up", "documents": LONG_DOCS})
+    assert wait_until(lambda: engine_idle(engine) and server.service.pairs_in_flight == 0, timeout=10)
+    with server.client() as c:
+        assert 'status="499"' in c.get("/metrics").text
+        assert_still_serving(c)
