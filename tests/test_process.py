@@ -1,0 +1,129 @@
+"""The server as a process, started the way the Docker image starts it (`python -m server ...`).
+
+Covers what only a whole process shows: /health before the engine is up, the `Engine started.`
+line in vllm.log, SIGTERM draining in-flight work and exiting 0, and an engine that dies making
+the process exit non-zero (so Docker's restart policy brings it back).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from .conftest import ROOT, wait_until
+from .test_errors import LONG_DOCS
+
+pytestmark = pytest.mark.engine
+
+# The image's ENTRYPOINT is ["python", "-m", "server"]; these flags are what a user passes to docker run.
+ENTRYPOINT = [sys.executable, "-m", "server"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, model: Path, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "RERANK_MODEL": str(model), "RERANK_PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
+        flags = ["--dtype", "float32", "--max-model-len", "512", "--enforce-eager", "--block-size", "32"]
+        flags += ["--kv-cache-gib", "1", "--host", "127.0.0.1", "--drain-timeout", "20"]
+        self.stdout = open(workdir / "stdout.txt", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            ENTRYPOINT + flags,
+            cwd=workdir,
+            env={**env, "PYTHONPATH": str(ROOT)},
+            stdout=self.stdout,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def log(self) -> str:
+        path = self.workdir / "vllm.log"  # the default --log-file, in the working directory
+        return path.read_text() if path.exists() else ""
+
+    def get(self, path: str) -> int:
+        try:
+            return httpx.get(self.url + path, timeout=5).status_code
+        except httpx.TransportError:
+            return 0
+
+    def wait_ready(self, timeout: float = 240) -> None:
+        ok = wait_until(lambda: self.get("/ready") == 200 or self.proc.poll() is not None, timeout, 0.5)
+        assert ok and self.proc.poll() is None, (self.workdir / "stdout.txt").read_text()[-3000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+        for child in psutil.Process().children(recursive=True):
+            if child.pid != os.getpid() and "EngineCore" in " ".join(child.cmdline() or [child.name()]):
+                child.kill()
+        self.stdout.close()
+
+
+@pytest.fixture
+def server_process(tiny_model: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(tiny_model, tmp_path)
+    yield process
+    process.stop()
+
+
+def test_entrypoint_serves_logs_engine_started_and_drains_on_sigterm(server_process):
+    p = server_process
+    # Liveness comes before readiness: /health answers while the engine is still loading.
+    assert wait_until(lambda: p.get("/health") == 200, 60, 0.2)
+    assert p.get("/ready") == 503 and "Engine started." not in p.log
+    p.wait_ready()
+    assert "Engine started." in p.log
+    assert "vllm[" in p.log, "vLLM's own log lines (engine core process included) go to vllm.log too"
+
+    # A long request is in flight when SIGTERM arrives: it completes, then the process exits 0.
+    result: dict[str, httpx.Response] = {}
+
+    def slow_request() -> None:
+        result["r"] = httpx.post(p.url + "/v1/rerank", json={"query": "q", "documents": LONG_DOCS}, timeout=120)
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    assert wait_until(lambda: _pairs_in_flight(p) > 0, 10, 0.02), "the request never reached the engine"
+    p.proc.send_signal(signal.SIGTERM)
+    thread.join(120)
+    assert result["r"].status_code == 200 and len(result["r"].json()["results"]) == len(LONG_DOCS)
+    assert p.proc.wait(60) == 0
+    assert "server stopped (exit code 0)" in p.log
+
+
+def _pairs_in_flight(p: ServerProcess) -> float:
+    text = httpx.get(p.url + "/metrics", timeout=5).text
+    return float(re.search(r"^rerank_pairs_in_flight (\S+)$", text, re.M).group(1))
+
+
+def test_engine_death_turns_ready_503_and_exits_non_zero(server_process):
+    p = server_process
+    p.wait_ready()
+    [engine_core] = [
+        c for c in psutil.Process(p.proc.pid).children(recursive=True) if "EngineCore" in " ".join(c.cmdline())
+    ] or [None]
+    assert engine_core is not None, [c.cmdline() for c in psutil.Process(p.proc.pid).children(recursive=True)]
+    engine_core.kill()
+    # Within seconds: not ready any more, and the process ends with a failure code.
+    assert wait_until(lambda: p.get("/ready") in (503, 0), 15, 0.1)
+    assert p.proc.wait(30) != 0
+    assert "engine died" in p.log or "engine failed" in p.log
