@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
@@ -43,4 +43,5 @@ class Metrics:
             self.prefix_cache_hit_ratio.set(self.cached_tokens._value.get() / total)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """Our metrics, then the process-wide registry: vLLM's own `vllm:*` engine metrics live there."""
+        return generate_latest(self.registry) + generate_latest(REGISTRY)

@@ -51,6 +51,7 @@ class ServerProcess:
             env={**env, "PYTHONPATH": str(ROOT)},
             stdout=self.stdout,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() ends it and its engine, nothing else
         )
 
     @property
@@ -69,12 +70,11 @@ class ServerProcess:
         assert ok and self.proc.poll() is None, (self.workdir / "stdout.txt").read_text()[-3000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-        for child in psutil.Process().children(recursive=True):
-            if child.pid != os.getpid() and "EngineCore" in " ".join(child.cmdline() or [child.name()]):
-                child.kill()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the server and its engine-core processes
+        except ProcessLookupError:
+            pass
+        self.proc.wait(30)
         self.stdout.close()
 
 

