@@ -231,7 +231,7 @@ def start_servers(args: argparse.Namespace, workdir: Path) -> dict[str, tuple[su
     ours_cmd = [
         sys.executable, "-m", "server", "--model", args.model, "--served-model-name", name,
         "--port", str(ours_port), "--host", "127.0.0.1", "--log-file", str(workdir / "ours.log"),
-        *engine_flags(args),
+        *engine_flags(args), *args.ours_flags.split(),
     ]  # fmt: skip
     if not on_cpu:
         ours_cmd += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
@@ -287,15 +287,16 @@ async def check_same_scores(urls: dict[str, str], workload: Workload) -> float:
 
 
 def compare(args: argparse.Namespace) -> dict:
-    workload = Workload.make(
-        args.requests, args.seed, (args.min_docs, args.max_docs), (args.min_doc_tokens, args.max_doc_tokens)
-    )
-    warmup = Workload.make(max(4, args.concurrency), args.seed + 1, (args.min_docs, args.max_docs))
+    docs, doc_tokens = (args.min_docs, args.max_docs), (args.min_doc_tokens, args.max_doc_tokens)
+    # A fresh workload each round (the same for both servers): a repeated one would be served
+    # from the prefix cache whole, which no real search traffic is.
+    workloads = [Workload.make(args.requests, args.seed + 1000 * (r + 1), docs, doc_tokens) for r in range(args.rounds)]
+    warmup = Workload.make(max(4, args.concurrency), args.seed, docs, doc_tokens)
     with tempfile.TemporaryDirectory(prefix="rerank-bench-") as tmp:
         servers = start_servers(args, Path(tmp))
         try:
             urls = {label: url for label, (_, url) in servers.items()}
-            diff = asyncio.run(check_same_scores(urls, workload))
+            diff = asyncio.run(check_same_scores(urls, warmup))
             print(f"max |score difference| ours vs vLLM on one request: {diff:.2e}")
             rounds: dict[str, list[Result]] = {"vllm": [], "ours": []}
             for label, url in urls.items():
@@ -303,7 +304,7 @@ def compare(args: argparse.Namespace) -> dict:
             for r in range(args.rounds):  # alternate, so that drift on a noisy machine hits both
                 order = ["vllm", "ours"] if r % 2 == 0 else ["ours", "vllm"]
                 for label in order:
-                    res = asyncio.run(run_load(urls[label], workload, args.concurrency, label))
+                    res = asyncio.run(run_load(urls[label], workloads[r], args.concurrency, label))
                     rounds[label].append(res)
                     print(f"round {r + 1} {label}: {res.summary()}", flush=True)
         finally:
@@ -325,7 +326,8 @@ def report(rounds: dict[str, list[Result]], args: argparse.Namespace, diff: floa
     }
     print()
     print(f"model {args.model}, {args.requests} requests x {args.rounds} rounds, concurrency {args.concurrency}, "
-          f"engine flags {' '.join(engine_flags(args))}; median round by docs/s")  # fmt: skip
+          f"engine flags {' '.join(engine_flags(args))}; ours also {args.ours_flags or '(nothing)'}; "
+          "median round by docs/s")  # fmt: skip
     print("| server | docs/s | req/s | p50 ms | p95 ms | p99 ms | errors | prefix-cache hit |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
@@ -367,6 +369,7 @@ def main() -> None:
             p.add_argument("--max-num-seqs", type=int, default=None)
             p.add_argument("--max-num-batched-tokens", type=int, default=None)
             p.add_argument("--enforce-eager", action="store_true")
+            p.add_argument("--ours-flags", default="", help="extra flags for our server only (serving options)")
             p.add_argument("--kv-cache-gib", type=int, default=4, help="CPU: KV cache of each server")
             p.add_argument("--gpu-memory-utilization", type=float, default=0.4, help="GPU: each server's share")
     args = parser.parse_args()
