@@ -28,9 +28,12 @@ PYTHON=${PYTHON:-python3}
 # shellcheck disable=SC1091
 . .venv/bin/activate
 stamp=".venv/.rerank-setup-$target-${extras//,/-}"
-if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
-  echo "setup: .venv is up to date ($target, $extras)"; exit 0
-fi
+# Up to date if a stamp newer than pyproject.toml covers these extras ("webui-dev" covers "webui").
+for done_stamp in "$stamp"*; do
+  if [ -f "$done_stamp" ] && [ "$done_stamp" -nt pyproject.toml ]; then
+    echo "setup: .venv is up to date ($target, $extras)"; exit 0
+  fi
+done
 python -m pip install -q --upgrade pip
 
 if [ "$target" = cpu ]; then
@@ -49,5 +52,5 @@ else
   python -m pip install -q -e ".[gpu,$extras]"
 fi
 python -c "import vllm, server; print(f'setup: vllm {vllm.__version__} ($target) and server installed in .venv')"
-rm -f .venv/.rerank-setup-*
+rm -f .venv/.rerank-setup-*   # a new install invalidates every earlier stamp
 touch "$stamp"
