@@ -126,7 +126,7 @@ async def run_load(url: str, workload: Workload, concurrency: int, name: str, ap
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     before = await vllm_cache_counters(url)
-    queue = list(enumerate(workload.requests))
+    queue = list(range(len(workload.requests)))
     latencies: list[float] = []
     errors = 0
     prompt_tokens = cached_tokens = 0
@@ -136,7 +136,7 @@ async def run_load(url: str, workload: Workload, concurrency: int, name: str, ap
     async def client(session: aiohttp.ClientSession) -> None:
         nonlocal errors, prompt_tokens, cached_tokens, ours_reports_cache
         while queue:
-            i, _ = queue.pop()
+            i = queue.pop()
             start = time.perf_counter()
             try:
                 async with session.post(url + "/v1/rerank", data=bodies[i], headers=headers) as response:

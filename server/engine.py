@@ -108,7 +108,9 @@ class VllmEngine:
 
     def __init__(self, llm: Any, prime_prefix: bool = True) -> None:
         from vllm import PoolingParams
+        from vllm.inputs import TokensPrompt
 
+        self._tokens_prompt = TokensPrompt
         self.llm = llm
         self.prime_prefix = prime_prefix
         self._params = PoolingParams(task="classify")
@@ -118,10 +120,9 @@ class VllmEngine:
         return self.llm is None or bool(self.llm.errored)
 
     async def _score_one(self, token_ids: list[int], request_id: str) -> tuple[float, int]:
-        from vllm.inputs import TokensPrompt
-
         final = None
-        async for output in self.llm.encode(TokensPrompt(prompt_token_ids=token_ids), self._params, request_id):
+        prompt = self._tokens_prompt(prompt_token_ids=token_ids)
+        async for output in self.llm.encode(prompt, self._params, request_id):
             final = output
         assert final is not None and final.finished
         return float(final.outputs.data[0]), int(final.num_cached_tokens or 0)

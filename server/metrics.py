@@ -30,6 +30,11 @@ class Metrics:
         self.prefix_cache_hit_ratio = Gauge(
             "rerank_prefix_cache_hit_ratio", "cached / scored prompt tokens since start", registry=r
         )
+        self._prompt_total = 0
+        self._cached_total = 0
+        self.prefix_cache_hit_ratio.set_function(
+            lambda: self._cached_total / self._prompt_total if self._prompt_total else 0.0
+        )
         self.requests_in_flight = Gauge("rerank_requests_in_flight", "rerank requests being scored", registry=r)
         self.pairs_in_flight = Gauge("rerank_pairs_in_flight", "(query, document) pairs in the engine", registry=r)
         self.rejected = Counter("rerank_rejected_requests", "requests refused, by reason", ["reason"], registry=r)
@@ -38,9 +43,8 @@ class Metrics:
     def record_tokens(self, prompt: int, cached: int) -> None:
         self.prompt_tokens.inc(prompt)
         self.cached_tokens.inc(cached)
-        total = self.prompt_tokens._value.get()
-        if total:
-            self.prefix_cache_hit_ratio.set(self.cached_tokens._value.get() / total)
+        self._prompt_total += prompt
+        self._cached_total += cached
 
     def render(self) -> bytes:
         """Our metrics, then the process-wide registry: vLLM's own `vllm:*` engine metrics live there."""

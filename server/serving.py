@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from server.engine import Engine
+from server.engine import Engine, Scores
 from server.errors import ServiceError
 from server.metrics import Metrics
 from server.prompt import PromptBuilder, QueryTooLongError, Tokenizer
@@ -126,7 +126,7 @@ class RerankService:
             },
         }
 
-    async def _score(self, token_ids: list[list[int]], request_id: str):  # noqa: ANN202
+    async def _score(self, token_ids: list[list[int]], request_id: str) -> Scores:
         """Admission control, time-out and engine errors around engine.score()."""
         assert self.engine is not None
         n = len(token_ids)

@@ -41,14 +41,20 @@ class ServerProcess:
         self.port = free_port()
         self.workdir = workdir
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "RERANK_MODEL": str(model), "RERANK_PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "RERANK_MODEL": str(model),
+            "RERANK_PORT": str(self.port),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(ROOT),
+        }
         flags = ["--dtype", "float32", "--max-model-len", "512", "--enforce-eager", "--block-size", "32"]
         flags += ["--kv-cache-gib", "1", "--host", "127.0.0.1", "--drain-timeout", "20"]
         self.stdout = open(workdir / "stdout.txt", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             ENTRYPOINT + flags,
             cwd=workdir,
-            env={**env, "PYTHONPATH": str(ROOT)},
+            env=env,
             stdout=self.stdout,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() ends it and its engine, nothing else
