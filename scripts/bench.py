@@ -92,6 +92,8 @@ class Result:
     seconds: float
     latencies: list[float] = field(repr=False)
     cache_hit_rate: float | None = None
+    api_cpu_s: float | None = None  # CPU time of the server's HTTP (front-end) process over the run
+    engine_cpu_s: float | None = None  # CPU time of its engine processes (vLLM's core and worker)
 
     @property
     def docs_per_s(self) -> float:
@@ -115,11 +117,41 @@ class Result:
             "p99_ms": round(self.pct(99) * 1000, 1),
             "errors": self.errors,
             "prefix_cache_hit": None if self.cache_hit_rate is None else round(self.cache_hit_rate, 3),
+            "api_cpu_ms_per_doc": self._per_doc_ms(self.api_cpu_s),
+            "engine_cpu_ms_per_doc": self._per_doc_ms(self.engine_cpu_s),
         }
 
+    def _per_doc_ms(self, seconds: float | None) -> float | None:
+        return None if seconds is None else round(seconds * 1000 / self.documents, 3)
 
-async def run_load(url: str, workload: Workload, concurrency: int, name: str, api_key: str | None = None) -> Result:
-    """Closed loop: `concurrency` clients, each sends its next request when the last one answered."""
+
+def cpu_seconds(pid: int | None) -> tuple[float, float] | None:
+    """(CPU seconds of process `pid`, CPU seconds of all its descendants), both user + system."""
+    if pid is None:
+        return None
+    import psutil
+
+    def used(proc: psutil.Process) -> float:
+        times = proc.cpu_times()
+        return times.user + times.system
+
+    root = psutil.Process(pid)
+    children = 0.0
+    for child in root.children(recursive=True):
+        try:
+            children += used(child)
+        except psutil.NoSuchProcess:
+            pass
+    return used(root), children
+
+
+async def run_load(
+    url: str, workload: Workload, concurrency: int, name: str, api_key: str | None = None, pid: int | None = None
+) -> Result:
+    """Closed loop: `concurrency` clients, each sends its next request when the last one answered.
+
+    With `pid` (the server's HTTP process), also the CPU time its process tree spent on the run.
+    """
     import aiohttp
 
     headers = {"Content-Type": "application/json"}
@@ -157,9 +189,11 @@ async def run_load(url: str, workload: Workload, concurrency: int, name: str, ap
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=600)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        cpu_before = cpu_seconds(pid)
         started = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
         seconds = time.perf_counter() - started
+        cpu_after = cpu_seconds(pid)
     hit_rate = None
     if ours_reports_cache and prompt_tokens:
         hit_rate = cached_tokens / prompt_tokens
@@ -167,7 +201,11 @@ async def run_load(url: str, workload: Workload, concurrency: int, name: str, ap
         after = await vllm_cache_counters(url)
         if before and after and after[1] > before[1]:
             hit_rate = (after[0] - before[0]) / (after[1] - before[1])
-    return Result(name, len(workload.requests), workload.documents, errors, seconds, latencies, hit_rate)
+    result = Result(name, len(workload.requests), workload.documents, errors, seconds, latencies, hit_rate)
+    if cpu_before and cpu_after:
+        result.api_cpu_s = cpu_after[0] - cpu_before[0]
+        result.engine_cpu_s = cpu_after[1] - cpu_before[1]
+    return result
 
 
 async def vllm_cache_counters(url: str) -> tuple[float, float] | None:
@@ -304,7 +342,8 @@ def compare(args: argparse.Namespace) -> dict:
             for r in range(args.rounds):  # alternate, so that drift on a noisy machine hits both
                 order = ["vllm", "ours"] if r % 2 == 0 else ["ours", "vllm"]
                 for label in order:
-                    res = asyncio.run(run_load(urls[label], workloads[r], args.concurrency, label))
+                    pid = servers[label][0].pid
+                    res = asyncio.run(run_load(urls[label], workloads[r], args.concurrency, label, pid=pid))
                     rounds[label].append(res)
                     print(f"round {r + 1} {label}: {res.summary()}", flush=True)
         finally:
@@ -324,17 +363,23 @@ def report(rounds: dict[str, list[Result]], args: argparse.Namespace, diff: floa
         "p50 latency (ours / vLLM)": round(ours.pct(50) / vllm.pct(50), 2),
         "p99 latency (ours / vLLM)": round(ours.pct(99) / vllm.pct(99), 2),
     }
+    if ours.api_cpu_s and vllm.api_cpu_s:
+        ratio["HTTP-process CPU per document (ours / vLLM)"] = round(
+            (ours.api_cpu_s / ours.documents) / (vllm.api_cpu_s / vllm.documents), 2
+        )
     print()
     print(f"model {args.model}, {args.requests} requests x {args.rounds} rounds, concurrency {args.concurrency}, "
           f"engine flags {' '.join(engine_flags(args))}; ours also {args.ours_flags or '(nothing)'}; "
           "median round by docs/s")  # fmt: skip
-    print("| server | docs/s | req/s | p50 ms | p95 ms | p99 ms | errors | prefix-cache hit |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| server | docs/s | req/s | p50 ms | p95 ms | p99 ms | errors | prefix-cache hit "
+          "| CPU ms/doc: HTTP process | CPU ms/doc: engine |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         label = "vLLM /v1/rerank" if row["server"] == "vllm" else "this server"
         hit = "-" if row["prefix_cache_hit"] is None else f"{row['prefix_cache_hit']:.0%}"
         print(f"| {label} | {row['docs/s']} | {row['req/s']} | {row['p50_ms']} | {row['p95_ms']} | "
-              f"{row['p99_ms']} | {row['errors']} | {hit} |")  # fmt: skip
+              f"{row['p99_ms']} | {row['errors']} | {hit} | {row['api_cpu_ms_per_doc']} | "
+              f"{row['engine_cpu_ms_per_doc']} |")  # fmt: skip
     for key, value in ratio.items():
         print(f"{key}: {value}")
     out = {"rows": rows, "ratios": ratio, "max_score_diff": diff, "args": vars(args)}
@@ -360,6 +405,7 @@ def main() -> None:
         if name == "run":
             p.add_argument("--url", required=True)
             p.add_argument("--api-key")
+            p.add_argument("--pid", type=int, help="the server's process id: also report its CPU time per document")
         else:
             p.add_argument("--model", required=True, help="model directory or id, served by both")
             p.add_argument("--rounds", type=int, default=3)
@@ -376,7 +422,7 @@ def main() -> None:
     if args.command == "run":
         workload = Workload.make(args.requests, args.seed, (args.min_docs, args.max_docs),
                                  (args.min_doc_tokens, args.max_doc_tokens))  # fmt: skip
-        result = asyncio.run(run_load(args.url, workload, args.concurrency, args.url, args.api_key))
+        result = asyncio.run(run_load(args.url, workload, args.concurrency, args.url, args.api_key, args.pid))
         print(json.dumps(result.summary()))
         if args.json:
             Path(args.json).write_text(json.dumps(result.summary(), indent=2))

@@ -32,13 +32,14 @@ class Settings(BaseSettings):
         None, gt=0, description="CPU only: KV cache size in GiB (default: a safe share of free memory)"
     )
     enable_prefix_caching: bool = Field(True, description="reuse the shared prompt prefix across documents")
-    block_size: int | None = Field(None, ge=1, description="KV cache block size (default: vLLM's)")
-    max_num_seqs: int | None = Field(None, ge=1, description="engine batch size in sequences (default: vLLM's)")
-    max_num_batched_tokens: int | None = Field(None, ge=1, description="engine batch size in tokens (default: vLLM's)")
-    enforce_eager: bool = Field(False, description="skip torch.compile and CUDA graphs (faster start-up)")
-    prime_prefix: bool = Field(
-        True, description="score a request's first document before the others so they hit the prefix cache"
+    block_size: int | None = Field(
+        None, ge=1, description="KV cache block size (default: vLLM's on a GPU, 32 on the CPU)"
     )
+    max_num_seqs: int | None = Field(None, ge=1, description="engine batch size in sequences (default: vLLM's)")
+    max_num_batched_tokens: int | None = Field(
+        None, ge=1, description="engine step size in tokens (default: 16384 or --max-model-len if larger)"
+    )
+    enforce_eager: bool = Field(False, description="skip torch.compile and CUDA graphs (faster start-up)")
 
     # --- HTTP -----------------------------------------------------------------------------
     host: str = Field("0.0.0.0", description="address to bind")

@@ -1,0 +1,27 @@
+"""Engine defaults chosen for reranking, and explicit settings overriding them (no engine started)."""
+
+from __future__ import annotations
+
+from server.engine import engine_args
+from server.settings import Settings
+
+
+def args_for(**overrides):
+    return engine_args(Settings(model="models/tiny", **overrides))
+
+
+def test_rerank_defaults_on_the_cpu():
+    args = args_for()
+    assert args.max_num_batched_tokens == 16384  # vLLM's CPU default is 2048: big prefill-only steps
+    assert args.block_size == 32  # vLLM's CPU default of 128 is longer than the shared prefix
+    assert args.enable_prefix_caching is True
+    assert args.runner == "pooling"
+
+
+def test_step_size_is_never_below_the_longest_prompt():
+    assert args_for(max_model_len=32768).max_num_batched_tokens == 32768
+
+
+def test_explicit_settings_win():
+    args = args_for(max_num_batched_tokens=2048, block_size=64, max_num_seqs=8)
+    assert (args.max_num_batched_tokens, args.block_size, args.max_num_seqs) == (2048, 64, 8)
