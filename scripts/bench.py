@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """Rerank benchmark: a seeded closed-loop workload against any rerank URL, or side by side with
-vLLM's own rerank server on the same model and engine settings.
+vLLM's own rerank server on the same model files and engine flags.
 
-    # one server
+    # one server (--pid: also its CPU time per document)
     python scripts/bench.py run --url http://127.0.0.1:8000 --requests 200 --concurrency 8
-    # ours vs vLLM's own server, same model files and engine settings, alternating rounds
-    python scripts/bench.py compare --model models/tiny --requests 100 --concurrency 8 --rounds 3
+    # ours vs vLLM's own server, alternating rounds; the engine flags given go to both, and each
+    # server keeps its own defaults for the rest (ours differ: see server/engine.py)
+    python scripts/bench.py compare --model models/micro --requests 200 --concurrency 8 --rounds 3
 
 Workload (seeded, repeatable): queries of 10-30 tokens, documents of 100-500 tokens, 20-100
 documents a request. Reports docs/s, requests/s, p50/p95/p99 latency, errors and the
-prefix-cache hit rate (ours: usage.cached_tokens; vLLM: its prefix-cache counters).
+prefix-cache hit rate (ours: usage.cached_tokens; vLLM: its prefix-cache counters), and CPU
+time per document of each server's HTTP process and of its engine processes.
 """
 
 from __future__ import annotations

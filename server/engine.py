@@ -8,9 +8,10 @@ them, so the pairs scheduled after the first, in the same step or later, read th
 the prefix, the most block size 32 allows).
 
 Engine defaults chosen for reranking, where every request is one prefill and nothing decodes:
-- steps of 16384 tokens (vLLM's chunked-prefill default, 2048 on the CPU and 8192 on big GPUs,
-  keeps steps short for decoding requests, which reranking has none of; bigger steps cut the
-  per-step overhead: +40% docs/s on the overhead-bound benchmark model, no loss elsewhere);
+- steps of 8192 tokens, or --max-model-len if longer (vLLM's server default is 2048 on the CPU
+  and on GPUs under 70 GiB, 8192 on H100/H200: short steps keep decoding requests flowing, and
+  reranking has none). Measured on the CPU: docs/s +30-40% on the overhead-bound benchmark model,
+  +5-15% on the tiny one; 16384 helped the first a little more and the second less;
 - on the CPU, KV blocks of 32 tokens: vLLM's CPU default of 128 is longer than the shared
   prefix (about 60-100 tokens), so no block of it would ever be cached.
 """
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("server.engine")
 
 GiB = 1024**3
-RERANK_MAX_NUM_BATCHED_TOKENS = 16384
+RERANK_MAX_NUM_BATCHED_TOKENS = 8192
 CPU_RERANK_BLOCK_SIZE = 32
 # The model card's yes/no head as a vLLM sequence classifier (see ../shared/QWEN3_RERANKER.md).
 QWEN3_RERANKER_HF_OVERRIDES: dict[str, Any] = {

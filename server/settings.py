@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     )
     max_num_seqs: int | None = Field(None, ge=1, description="engine batch size in sequences (default: vLLM's)")
     max_num_batched_tokens: int | None = Field(
-        None, ge=1, description="engine step size in tokens (default: 16384 or --max-model-len if larger)"
+        None, ge=1, description="engine step size in tokens (default: 8192 or --max-model-len if larger)"
     )
     enforce_eager: bool = Field(False, description="skip torch.compile and CUDA graphs (faster start-up)")
 

@@ -12,7 +12,7 @@ def args_for(**overrides):
 
 def test_rerank_defaults_on_the_cpu():
     args = args_for()
-    assert args.max_num_batched_tokens == 16384  # vLLM's CPU default is 2048: big prefill-only steps
+    assert args.max_num_batched_tokens == 8192  # vLLM's CPU default is 2048: big prefill-only steps
     assert args.block_size == 32  # vLLM's CPU default of 128 is longer than the shared prefix
     assert args.enable_prefix_caching is True
     assert args.runner == "pooling"
