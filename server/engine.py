@@ -10,8 +10,9 @@ the prefix, the most block size 32 allows).
 Engine defaults chosen for reranking, where every request is one prefill and nothing decodes:
 - steps of 8192 tokens, or --max-model-len if longer (vLLM's server default is 2048 on the CPU
   and on GPUs under 70 GiB, 8192 on H100/H200: short steps keep decoding requests flowing, and
-  reranking has none). Measured on the CPU: docs/s +30-40% on the overhead-bound benchmark model,
-  +5-15% on the tiny one; 16384 helped the first a little more and the second less;
+  reranking has none). Measured on the CPU, this server alone against 2048: docs/s +20-40% on the
+  overhead-bound benchmark model, no change on the tiny one, whose forward pass dominates; 16384
+  was 8% faster on the first and 13% slower on the second than 8192;
 - on the CPU, KV blocks of 32 tokens: vLLM's CPU default of 128 is longer than the shared
   prefix (about 60-100 tokens), so no block of it would ever be cached.
 """
