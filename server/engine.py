@@ -102,20 +102,17 @@ def engine_args(settings: Settings) -> AsyncEngineArgs:
     )
     if settings.block_size is not None:
         kwargs["block_size"] = settings.block_size
-    elif on_cpu():
-        kwargs["block_size"] = CPU_RERANK_BLOCK_SIZE
     if settings.max_num_seqs is not None:
         kwargs["max_num_seqs"] = settings.max_num_seqs
+    if settings.gpu_memory_utilization is not None:
+        kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
     if on_cpu():
+        kwargs.setdefault("block_size", CPU_RERANK_BLOCK_SIZE)
         if settings.dtype == "auto":
             kwargs["dtype"] = cpu_dtype()
-        if settings.gpu_memory_utilization is not None:
-            kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
-        elif not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        if settings.gpu_memory_utilization is None and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
             # vLLM's default memory fraction (0.92 of the NUMA node) fails on a shared machine.
             kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(settings)
-    elif settings.gpu_memory_utilization is not None:
-        kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
     return AsyncEngineArgs(**kwargs)
 
 
