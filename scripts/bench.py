@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.engine import QWEN3_RERANKER_HF_OVERRIDES, on_cpu
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Words that are one token each in the Qwen3 vocabulary (with a leading space), so lengths in
@@ -52,11 +54,6 @@ QWEN3_RERANKER_TEMPLATE = (
     # Jinja drops the template's final newline: write the suffix's "\n\n" as an expression.
     '<|im_start|>assistant\n<think>\n\n</think>{{ "\\n\\n" }}'
 )
-HF_OVERRIDES = {
-    "architectures": ["Qwen3ForSequenceClassification"],
-    "classifier_from_token": ["no", "yes"],
-    "is_original_qwen3_reranker": True,
-}
 
 
 @dataclass
@@ -253,28 +250,26 @@ def engine_flags(args: argparse.Namespace) -> list[str]:
 
 def start_servers(args: argparse.Namespace, workdir: Path) -> dict[str, tuple[subprocess.Popen, str]]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    on_cpu = not Path("/dev/nvidia0").exists()
-    if on_cpu:
+    shared = engine_flags(args)
+    if on_cpu():
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(args.kv_cache_gib))  # the same KV cache for both
+    else:
+        shared += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
     template = workdir / "qwen3_reranker.jinja"
     template.write_text(QWEN3_RERANKER_TEMPLATE)
     vllm_port, ours_port = free_port(), free_port()
     name = "reranker"
     vllm_cmd = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", args.model,
-        "--served-model-name", name, "--runner", "pooling", "--hf-overrides", json.dumps(HF_OVERRIDES),
+        "--served-model-name", name, "--runner", "pooling", "--hf-overrides", json.dumps(QWEN3_RERANKER_HF_OVERRIDES),
         "--chat-template", str(template), "--enable-prefix-caching", "--port", str(vllm_port),
-        "--host", "127.0.0.1", *engine_flags(args),
+        "--host", "127.0.0.1", *shared,
     ]  # fmt: skip
-    if not on_cpu:
-        vllm_cmd += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
     ours_cmd = [
         sys.executable, "-m", "server", "--model", args.model, "--served-model-name", name,
         "--port", str(ours_port), "--host", "127.0.0.1", "--log-file", str(workdir / "ours.log"),
-        *engine_flags(args), *args.ours_flags.split(),
+        *shared, *args.ours_flags.split(),
     ]  # fmt: skip
-    if not on_cpu:
-        ours_cmd += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
     servers = {}
     for label, cmd, port in (("vllm", vllm_cmd, vllm_port), ("ours", ours_cmd, ours_port)):
         log = open(workdir / f"{label}.stdout", "w")  # noqa: SIM115
