@@ -360,6 +360,9 @@ def report(rounds: dict[str, list[Result]], args: argparse.Namespace, diff: floa
         "p50 latency (ours / vLLM)": round(ours.pct(50) / vllm.pct(50), 2),
         "p99 latency (ours / vLLM)": round(ours.pct(99) / vllm.pct(99), 2),
     }
+    # Each round ran the same workload on both: its ratio is paired, and their spread is the noise.
+    per_round = sorted(o.docs_per_s / v.docs_per_s for o, v in zip(rounds["ours"], rounds["vllm"], strict=True))
+    ratio["docs/s (ours / vLLM) per round, sorted"] = " ".join(f"{r:.2f}" for r in per_round)
     if ours.api_cpu_s and vllm.api_cpu_s:
         ratio["HTTP-process CPU per document (ours / vLLM)"] = round(
             (ours.api_cpu_s / ours.documents) / (vllm.api_cpu_s / vllm.documents), 2

@@ -1,0 +1,55 @@
+"""The benchmark's workload and its template for vLLM's server (no engine, no server).
+
+The side-by-side comparison is only fair if both servers score the same prompts on the workload
+the issue asks for; `bench.py compare` also checks equal scores at run time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bench
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from server.prompt import PromptBuilder
+
+from .conftest import MAX_MODEL_LEN
+
+
+def test_workload_is_seeded() -> None:
+    assert bench.Workload.make(5, seed=3).requests == bench.Workload.make(5, seed=3).requests
+    assert bench.Workload.make(5, seed=3).requests != bench.Workload.make(5, seed=4).requests
+
+
+def test_workload_lengths_in_tokens(tokenizer: Any) -> None:
+    """Queries of 10-30 tokens, documents of 100-500 tokens, 20-100 documents a request."""
+    workload = bench.Workload.make(40, seed=1)
+    doc_counts, doc_lengths, query_lengths = [], [], []
+    for request in workload.requests:
+        query_lengths.append(len(tokenizer.encode(request["query"], add_special_tokens=False)))
+        doc_counts.append(len(request["documents"]))
+        # As the prompt tokenizes a document: after "<Document>:", with its leading space.
+        encoded = tokenizer([" " + d for d in request["documents"]], add_special_tokens=False)["input_ids"]
+        doc_lengths += [len(ids) for ids in encoded]
+        assert [len(ids) for ids in encoded] == [len(d.split()) for d in request["documents"]]
+    assert 10 <= min(query_lengths) and max(query_lengths) <= 30
+    assert 100 <= min(doc_lengths) and max(doc_lengths) <= 500
+    assert 20 <= min(doc_counts) and max(doc_counts) <= 100
+    # Spread over the ranges, not bunched at one end.
+    assert max(doc_lengths) - min(doc_lengths) > 300 and max(doc_counts) - min(doc_counts) > 50
+
+
+def test_vllm_template_renders_the_card_prompt(tokenizer: Any) -> None:
+    """vLLM's server, given bench.py's chat template, sees the same token ids as this server."""
+    # Rendered as transformers renders chat templates.
+    template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
+        bench.QWEN3_RERANKER_TEMPLATE
+    )
+    builder = PromptBuilder(tokenizer, MAX_MODEL_LEN)
+    request = bench.Workload.make(1, seed=2, docs=(3, 3), doc_tokens=(20, 40)).requests[0]
+    ours = builder.build(request["query"], request["documents"]).token_ids
+    for document, ids in zip(request["documents"], ours, strict=True):
+        text = template.render(
+            messages=[{"role": "query", "content": request["query"]}, {"role": "document", "content": document}]
+        )
+        assert tokenizer.encode(text, add_special_tokens=False) == ids
