@@ -37,7 +37,7 @@ logger = logging.getLogger("server.engine")
 GiB = 1024**3
 RERANK_MAX_NUM_BATCHED_TOKENS = 8192
 CPU_RERANK_BLOCK_SIZE = 32
-# The model card's yes/no head as a vLLM sequence classifier (see ../shared/QWEN3_RERANKER.md).
+# The model card's yes/no head as a vLLM sequence classifier (why and how: docs/qwen3-reranker.md).
 QWEN3_RERANKER_HF_OVERRIDES: dict[str, Any] = {
     "architectures": ["Qwen3ForSequenceClassification"],
     "classifier_from_token": ["no", "yes"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -123,8 +124,42 @@ class ApiKeyMiddleware:
         await response(scope, receive, send)
 
 
+# After refusing a body, keep reading and discarding what the client still sends (as nginx's
+# lingering close does), so that a client that uploads the whole body before it reads the answer
+# (async httpx, aiohttp) sees the 413 instead of a reset connection. Bounded, so that a slow or
+# endless upload cannot hold the connection: the most bytes and seconds spent discarding.
+LINGER_MAX_BYTES = 256 * 1024 * 1024
+LINGER_MAX_SECONDS = 10.0
+
+
+async def discard_body(
+    receive: Receive, max_bytes: int = LINGER_MAX_BYTES, max_seconds: float = LINGER_MAX_SECONDS
+) -> bool:
+    """Read and drop the rest of a request body; True if it was read to its end within the bounds."""
+    discarded = 0
+    try:
+        async with asyncio.timeout(max_seconds):
+            while discarded <= max_bytes:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return False  # the client went away
+                discarded += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return True
+    except TimeoutError:
+        pass
+    return False
+
+
 class BodyLimitMiddleware:
-    """Refuses a request body over `limit` bytes with 413, before reading it in full."""
+    """Refuses a request body over `limit` bytes with 413, without keeping it in memory.
+
+    A Content-Length over the limit is refused before any of the body is read; a chunked body as
+    soon as it passes the limit. Either way the rest of the body is read and discarded before the
+    answer (bounded: LINGER_MAX_BYTES, LINGER_MAX_SECONDS; not when the client sent
+    `Expect: 100-continue` and so waits for the answer before it uploads), and the connection is
+    closed after it.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -132,7 +167,9 @@ class BodyLimitMiddleware:
 
     def _too_large(self, size: str) -> ServiceError:
         return ServiceError(
-            "payload_too_large", f"request body of {size} bytes is over the limit of {self.limit} bytes"
+            "payload_too_large",
+            f"request body of {size} bytes is over the limit of {self.limit} bytes",
+            headers={"Connection": "close"},
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -142,7 +179,9 @@ class BodyLimitMiddleware:
         length = header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             exc = self._too_large(length)
-            await error_response(exc.kind, exc.message, {"Connection": "close"})(scope, receive, send)
+            if (header(scope, b"expect") or "").lower() != "100-continue":
+                await discard_body(receive)
+            await error_response(exc.kind, exc.message, exc.headers)(scope, receive, send)
             return
         received = 0
 
@@ -152,7 +191,10 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise self._too_large(f"more than {received}")
+                    exc = self._too_large(f"more than {received}")
+                    if message.get("more_body", False):
+                        await discard_body(receive)
+                    raise exc
             return message
 
         await self.app(scope, limited_receive, send)

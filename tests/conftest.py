@@ -141,7 +141,7 @@ def live_server(
         config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=5)
         server = uvicorn.Server(config)
         serving = engine_loop.submit(server.serve(sockets=[sock]))
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while not server.started:
             assert time.monotonic() < deadline and not serving.done(), "uvicorn did not start"
             time.sleep(0.02)

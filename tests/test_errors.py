@@ -225,7 +225,7 @@ def test_overload_is_429_with_retry_after(live_server, engine, engine_loop):
         first: dict[str, httpx.Response] = {}
         thread = threading.Thread(target=lambda: first.update(r=c.post("/v1/rerank", json=GOOD)))
         thread.start()
-        assert wait_until(lambda: gated.waiting == 1)
+        assert wait_until(lambda: gated.waiting == 1, timeout=60)
         response = c.post("/v1/rerank", json={"query": "q", "documents": ["a", "b", "c"]})
         assert_error(response, 429, "overloaded_error", "2 documents in flight, limit 4")
         assert response.headers["retry-after"] == "1"
@@ -239,20 +239,22 @@ def test_overload_is_429_with_retry_after(live_server, engine, engine_loop):
 LONG_DOCS = [f"document {i} " + "lorem ipsum dolor sit amet " * 80 for i in range(300)]
 
 
-def test_timeout_is_504_and_aborts_the_engine_requests(live_server, engine):
+def test_timeout_is_504_and_aborts_the_engine_requests(live_server, engine, client):
     live = live_server(request_timeout=0.2)
     with live.client() as c:
         response = c.post("/v1/rerank", json={"query": "slow", "documents": LONG_DOCS})
         assert_error(response, 504, "timeout_error", "longer than 0.2s and was aborted")
-        assert wait_until(lambda: engine_idle(engine), timeout=10), "the timed-out pairs were not aborted"
+        assert wait_until(lambda: engine_idle(engine), timeout=60), "the timed-out pairs were not aborted"
         assert live.service.pairs_in_flight == 0
-        assert_still_serving(c)
+    # Still serving: on the same engine, through a server with the default time-out (a good small
+    # request may itself take longer than 0.2 s on a slow machine).
+    assert_still_serving(client)
 
 
 def test_client_hang_up_aborts_its_engine_requests(server, engine):
     with server.client(timeout=0.3) as impatient, pytest.raises(httpx.TimeoutException):
         impatient.post("/v1/rerank", json={"query": "hang up", "documents": LONG_DOCS})
-    assert wait_until(lambda: engine_idle(engine) and server.service.pairs_in_flight == 0, timeout=10)
+    assert wait_until(lambda: engine_idle(engine) and server.service.pairs_in_flight == 0, timeout=60)
     with server.client() as c:
         assert 'status="499"' in c.get("/metrics").text
         assert_still_serving(c)

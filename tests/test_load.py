@@ -18,7 +18,7 @@ pytestmark = pytest.mark.engine
 TOTAL_REQUESTS = 200
 CONCURRENCY = 64
 ABANDON_EVERY = 8  # every 8th client hangs up after a short random wait
-TIME_LIMIT_S = 240  # the whole run is bounded; it normally takes well under a minute here
+TIME_LIMIT_S = 900  # the whole run is bounded; it normally takes well under a minute here
 
 rng = random.Random(1234)
 WORDS = "search ranking neural retrieval passage query capital river mountain history science".split()
@@ -77,7 +77,7 @@ def test_load_with_hang_ups(server, engine):
         assert got.keys() == want.keys()
         assert max(abs(got[i] - want[i]) for i in got) <= 1e-5
     # Nothing left behind: no engine request, no admitted pair, no in-flight request.
-    assert wait_until(lambda: engine.llm.get_num_unfinished_requests() == 0, timeout=15)
+    assert wait_until(lambda: engine.llm.get_num_unfinished_requests() == 0, timeout=60)
     assert server.service.pairs_in_flight == 0
     metrics = httpx.get(server.url + "/metrics", headers=headers).text
     assert "rerank_requests_in_flight 0.0" in metrics and "rerank_pairs_in_flight 0.0" in metrics

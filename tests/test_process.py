@@ -94,7 +94,7 @@ def server_process(tiny_model: Path, tmp_path: Path) -> Iterator[ServerProcess]:
 def test_entrypoint_serves_logs_engine_started_and_drains_on_sigterm(server_process):
     p = server_process
     # Liveness comes before readiness: /health answers while the engine is still loading.
-    assert wait_until(lambda: p.get("/health") == 200, 60, 0.2)
+    assert wait_until(lambda: p.get("/health") == 200, 180, 0.2)
     assert p.get("/ready") == 503 and "Engine started." not in p.log
     p.wait_ready()
     assert "Engine started." in p.log
@@ -108,7 +108,7 @@ def test_entrypoint_serves_logs_engine_started_and_drains_on_sigterm(server_proc
 
     thread = threading.Thread(target=slow_request)
     thread.start()
-    assert wait_until(lambda: _pairs_in_flight(p) > 0, 10, 0.02), "the request never reached the engine"
+    assert wait_until(lambda: _pairs_in_flight(p) > 0, 60, 0.02), "the request never reached the engine"
     p.proc.send_signal(signal.SIGTERM)
     thread.join(120)
     assert result["r"].status_code == 200 and len(result["r"].json()["results"]) == len(LONG_DOCS)
@@ -130,6 +130,6 @@ def test_engine_death_turns_ready_503_and_exits_non_zero(server_process):
     assert engine_core is not None, [c.cmdline() for c in psutil.Process(p.proc.pid).children(recursive=True)]
     engine_core.kill()
     # Within seconds: not ready any more, and the process ends with a failure code.
-    assert wait_until(lambda: p.get("/ready") in (503, 0), 15, 0.1)
+    assert wait_until(lambda: p.get("/ready") in (503, 0), 60, 0.1)
     assert p.proc.wait(30) != 0
     assert "engine died" in p.log or "engine failed" in p.log

@@ -84,7 +84,7 @@ def test_browser_fills_the_form_and_sees_the_ranking(server):
         options.add_argument(flag)
     driver = None
     try:
-        assert wait_until(lambda: _up(f"http://127.0.0.1:{port}/"), 60, 0.5), Path(log.name).read_text()
+        assert wait_until(lambda: _up(f"http://127.0.0.1:{port}/"), 180, 0.5), Path(log.name).read_text()
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
         driver.get(f"http://127.0.0.1:{port}/")
         wait = WebDriverWait(driver, 60)
