@@ -14,8 +14,9 @@ space that starts the document chunk opens the same pre-token in both tokenizati
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 PREFIX = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and "
@@ -30,7 +31,9 @@ NO_TOKEN_ID = 2152
 
 
 class Tokenizer(Protocol):
-    def __call__(self, text: list[str], add_special_tokens: bool = ...) -> dict[str, list[list[int]]]: ...
+    def __call__(
+        self, text: list[str], add_special_tokens: bool = ..., return_offsets_mapping: bool = ...
+    ) -> dict[str, list[Any]]: ...
 
     def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
 
@@ -40,15 +43,65 @@ class QueryTooLongError(ValueError):
 
 
 @dataclass(frozen=True)
+class Window:
+    """One window of a chunked document: its token span in the document's tokens and its
+    character span in the document's text (`text[start:end]` is the window's text)."""
+
+    first_token: int
+    end_token: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
 class Prompts:
-    """Token ids of every (query, document) prompt of one request, in document order."""
+    """Token ids of every prompt of one request: one per document, in document order, or with
+    `windows` (long_document_strategy "chunk") one per window, document after document."""
 
     token_ids: list[list[int]]
-    truncated: list[bool]
+    truncated: list[bool]  # per document: some of its tail is not scored
+    windows: list[list[Window]] | None = None  # chunked: each document's windows, in prompt order
 
     @property
     def num_tokens(self) -> int:
         return sum(len(ids) for ids in self.token_ids)
+
+    @property
+    def priorities(self) -> list[int] | None:
+        """Engine priority of each prompt: a window's number in its document (None: all 0)."""
+        if self.windows is None:
+            return None
+        return [k for doc_windows in self.windows for k in range(len(doc_windows))]
+
+
+def window_spans(
+    offsets: Sequence[tuple[int, int]], length: int, overlap: int, max_windows: int
+) -> list[tuple[int, int]]:
+    """Token spans [first, end) of `length` tokens, each overlapping the one before by `overlap`
+    tokens, from the first token until the last one is covered or `max_windows` are made.
+
+    A window boundary never splits a character that byte-level BPE spread over several tokens
+    (an emoji, most CJK characters): such a boundary moves back to where the character begins,
+    so every window is whole text and `text[start:end]` is exactly its tokens' text.
+    """
+    n = len(offsets)
+
+    def starts_a_character(i: int) -> bool:
+        return i == 0 or i >= n or offsets[i][0] >= offsets[i - 1][1]
+
+    spans: list[tuple[int, int]] = []
+    first = 0
+    while True:
+        end = min(first + length, n)
+        while end > first + 1 and not starts_a_character(end):
+            end -= 1
+        spans.append((first, end))
+        if end >= n or len(spans) == max_windows:
+            return spans
+        following = max(end - overlap, first + 1)
+        while following > first + 1 and not starts_a_character(following):
+            following -= 1
+        first = following
 
 
 class PromptBuilder:
@@ -68,13 +121,10 @@ class PromptBuilder:
         head = HEAD_TEMPLATE.format(instruction=instruction or DEFAULT_INSTRUCTION, query=query)
         return self.tokenizer.encode(head, add_special_tokens=False)
 
-    def build(
-        self,
-        query: str,
-        documents: list[str],
-        instruction: str | None = None,
-        max_tokens_per_doc: int | None = None,
-    ) -> Prompts:
+    def _start_and_budget(
+        self, query: str, instruction: str | None, max_tokens_per_doc: int | None
+    ) -> tuple[list[int], int]:
+        """The ids every prompt of the request starts with, and the most document tokens after them."""
         head = self.head_ids(query, instruction)
         doc_budget = self.body_budget - len(head)
         if doc_budget < 1:
@@ -85,11 +135,58 @@ class PromptBuilder:
             )
         if max_tokens_per_doc is not None:
             doc_budget = min(doc_budget, max_tokens_per_doc)
+        return self.prefix_ids + head, doc_budget
+
+    def build(
+        self,
+        query: str,
+        documents: list[str],
+        instruction: str | None = None,
+        max_tokens_per_doc: int | None = None,
+    ) -> Prompts:
+        """One prompt per document; a document longer than the budget loses its tail (the card)."""
+        start, doc_budget = self._start_and_budget(query, instruction, max_tokens_per_doc)
         if not documents:
             return Prompts([], [])
         encoded = self.tokenizer([DOC_TEMPLATE.format(document=d) for d in documents], add_special_tokens=False)[
             "input_ids"
         ]
-        start = self.prefix_ids + head
         token_ids = [start + doc[:doc_budget] + self.suffix_ids for doc in encoded]
         return Prompts(token_ids, [len(doc) > doc_budget for doc in encoded])
+
+    def build_chunked(
+        self,
+        query: str,
+        documents: list[str],
+        instruction: str | None = None,
+        chunk_tokens: int | None = None,
+        max_chunks: int = 64,
+        overlap_tokens: int | None = None,
+    ) -> Prompts:
+        """One prompt per window of each document (see `window_spans`); a document that fits the
+        budget is one window whose prompt is exactly `build`'s.
+
+        chunk_tokens: window length (default and at most: the budget the prompt leaves for the
+        document); overlap_tokens: default 1/8 of the window, at most half of it.
+        """
+        start, length = self._start_and_budget(query, instruction, chunk_tokens)
+        overlap = min(length // 8 if overlap_tokens is None else overlap_tokens, length // 2)
+        if not documents:
+            return Prompts([], [], [])
+        encoded = self.tokenizer(
+            [DOC_TEMPLATE.format(document=d) for d in documents], add_special_tokens=False, return_offsets_mapping=True
+        )
+        token_ids: list[list[int]] = []
+        windows: list[list[Window]] = []
+        truncated: list[bool] = []
+        for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
+            spans = window_spans(offsets, length, overlap, max_chunks)
+            # Offsets count DOC_TEMPLATE's leading space: one less is the offset in the document.
+            doc_windows = [
+                Window(first, end, max(0, offsets[first][0] - 1), max(0, offsets[end - 1][1] - 1))
+                for first, end in spans
+            ]
+            token_ids += [start + ids[w.first_token : w.end_token] + self.suffix_ids for w in doc_windows]
+            windows.append(doc_windows)
+            truncated.append(spans[-1][1] < len(ids))
+        return Prompts(token_ids, truncated, windows)

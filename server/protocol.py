@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
@@ -23,9 +23,28 @@ class RerankRequest(BaseModel):
         None, min_length=1, description="task instruction (default: the model card's web-search instruction)"
     )
     max_tokens_per_doc: StrictInt | None = Field(
-        None, ge=1, description="truncate each document to this many tokens (its tail is dropped)"
+        None,
+        ge=1,
+        description="truncate: cut each document to this many tokens; chunk: the window length "
+        "(default: what the prompt leaves for the document)",
     )
     model: StrictStr | None = Field(None, description="if given, must name the served model")
+    long_document_strategy: Literal["truncate", "chunk"] | None = Field(
+        None,
+        description="truncate: a long document loses its tail (the model card); chunk: it is scored as "
+        "overlapping windows and keeps the best window's score (default: the server's "
+        "--long-document-strategy, or chunk when max_chunks_per_doc is given)",
+    )
+    max_chunks_per_doc: StrictInt | None = Field(
+        None, ge=1, description="chunk: score at most this many windows of a document, the first ones"
+    )
+
+    def strategy(self, default: str) -> str:
+        """The long-document strategy: asked for, or implied by max_chunks_per_doc (Cohere's v1
+        SDK sends only that), or the server's default."""
+        if self.long_document_strategy is not None:
+            return self.long_document_strategy
+        return "chunk" if self.max_chunks_per_doc is not None else default
 
     @field_validator("documents", mode="before")
     @classmethod
@@ -47,10 +66,20 @@ class RerankDocument(BaseModel):
     text: str
 
 
+class Passage(BaseModel):
+    """Where the best window of a chunked document lies: `document.text[start:end]`."""
+
+    start: int = Field(description="character offset of the window's start in the document")
+    end: int = Field(description="character offset just past the window's end")
+    chunk: int = Field(description="the window's number, from 0")
+    chunks: int = Field(description="how many windows of the document were scored")
+
+
 class RerankResult(BaseModel):
     index: int
     relevance_score: float
     document: RerankDocument | None = None
+    passage: Passage | None = Field(None, description="chunk strategy, documents of several windows only")
 
 
 class RerankUsage(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any
 from server.engine import Engine, Scores
 from server.errors import ServiceError
 from server.metrics import Metrics
-from server.prompt import PromptBuilder, QueryTooLongError, Tokenizer
+from server.prompt import PromptBuilder, Prompts, QueryTooLongError, Tokenizer, Window
 from server.protocol import RerankRequest
 from server.settings import Settings
 
@@ -93,28 +93,35 @@ class RerankService:
         assert self.prompts is not None and self.engine is not None
         texts = request.texts()
         stats.documents = len(texts)
-        try:
-            prompts = await asyncio.to_thread(
-                self.prompts.build, request.query, texts, request.instruction, request.max_tokens_per_doc
-            )
-        except QueryTooLongError as exc:
-            self.metrics.rejected.labels("query_too_long").inc()
-            raise ServiceError("invalid_request_error", str(exc)) from None
+        prompts = await asyncio.to_thread(self._build_prompts, request, texts)
         stats.tokens = prompts.num_tokens
         self.metrics.documents.observe(len(texts))
         self.metrics.tokens.observe(stats.tokens)
+        if len(prompts.token_ids) > self.settings.max_pairs_in_flight:  # only chunking gets here
+            self.metrics.rejected.labels("too_many_windows").inc()
+            raise ServiceError(
+                "payload_too_large",
+                f"the documents split into {len(prompts.token_ids)} windows, more than the server scores at once "
+                f"({self.settings.max_pairs_in_flight}); send fewer or shorter documents, or a smaller "
+                "max_chunks_per_doc",
+            )
 
-        scores = await self._score(prompts.token_ids, request_id)
+        scores = await self._score(prompts.token_ids, request_id, prompts.priorities)
         stats.cached_tokens = scores.cached_tokens
         self.metrics.record_tokens(stats.tokens, scores.cached_tokens)
 
-        order = sorted(range(len(texts)), key=lambda i: -scores.scores[i])
+        doc_scores, passages = best_windows(scores.scores, prompts.windows)
+        order = sorted(range(len(texts)), key=lambda i: -doc_scores[i])
         if request.top_n is not None:
             order = order[: request.top_n]
-        if request.return_documents:
-            results = [{"index": i, "relevance_score": scores.scores[i], "document": {"text": texts[i]}} for i in order]
-        else:
-            results = [{"index": i, "relevance_score": scores.scores[i]} for i in order]
+        results: list[dict[str, Any]] = []
+        for i in order:
+            result: dict[str, Any] = {"index": i, "relevance_score": doc_scores[i]}
+            if request.return_documents:
+                result["document"] = {"text": texts[i]}
+            if passages[i] is not None:
+                result["passage"] = passages[i]
+            results.append(result)
         return {
             "id": request_id,
             "model": self.settings.model_name,
@@ -126,7 +133,31 @@ class RerankService:
             },
         }
 
-    async def _score(self, token_ids: list[list[int]], request_id: str) -> Scores:
+    def _build_prompts(self, request: RerankRequest, texts: list[str]) -> Prompts:
+        """The request's prompts under its long-document strategy (runs in a worker thread)."""
+        assert self.prompts is not None
+        try:
+            if request.strategy(self.settings.long_document_strategy) == "truncate":
+                return self.prompts.build(request.query, texts, request.instruction, request.max_tokens_per_doc)
+            max_chunks = request.max_chunks_per_doc or self.settings.max_chunks_per_doc
+            if max_chunks > self.settings.max_chunks_per_doc:
+                raise ServiceError(
+                    "validation_error",
+                    f"max_chunks_per_doc: at most {self.settings.max_chunks_per_doc} on this server, got {max_chunks}",
+                )
+            return self.prompts.build_chunked(
+                request.query,
+                texts,
+                request.instruction,
+                request.max_tokens_per_doc,
+                max_chunks,
+                self.settings.chunk_overlap_tokens,
+            )
+        except QueryTooLongError as exc:
+            self.metrics.rejected.labels("query_too_long").inc()
+            raise ServiceError("invalid_request_error", str(exc)) from None
+
+    async def _score(self, token_ids: list[list[int]], request_id: str, priorities: list[int] | None) -> Scores:
         """Admission control, time-out and engine errors around engine.score()."""
         assert self.engine is not None
         n = len(token_ids)
@@ -143,7 +174,7 @@ class RerankService:
         self.metrics.requests_in_flight.inc()
         try:
             async with asyncio.timeout(self.settings.request_timeout):
-                return await self.engine.score(token_ids, request_id)
+                return await self.engine.score(token_ids, request_id, priorities)
         except TimeoutError:
             self.metrics.rejected.labels("timeout").inc()
             raise ServiceError(
@@ -160,3 +191,24 @@ class RerankService:
             self.pairs_in_flight -= n
             self.metrics.pairs_in_flight.dec(n)
             self.metrics.requests_in_flight.dec()
+
+
+def best_windows(
+    scores: list[float], windows: list[list[Window]] | None
+) -> tuple[list[float], list[dict[str, int] | None]]:
+    """Each document's score (the highest of its windows') and, for a document of several
+    windows, where the best one lies (the first of equal ones)."""
+    if windows is None:
+        return scores, [None] * len(scores)
+    doc_scores: list[float] = []
+    passages: list[dict[str, int] | None] = []
+    first = 0
+    for doc_windows in windows:
+        window_scores = scores[first : first + len(doc_windows)]
+        best = max(range(len(doc_windows)), key=window_scores.__getitem__)
+        doc_scores.append(window_scores[best])
+        window = doc_windows[best]
+        passage = {"start": window.start, "end": window.end, "chunk": best, "chunks": len(doc_windows)}
+        passages.append(passage if len(doc_windows) > 1 else None)
+        first += len(doc_windows)
+    return doc_scores, passages

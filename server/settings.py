@@ -41,6 +41,16 @@ class Settings(BaseSettings):
     )
     enforce_eager: bool = Field(False, description="skip torch.compile and CUDA graphs (faster start-up)")
 
+    # --- long documents -------------------------------------------------------------------
+    long_document_strategy: Literal["truncate", "chunk"] = Field(
+        "truncate",
+        description="default for requests that name none: truncate (the model card: a long document loses its "
+        "tail) or chunk (score overlapping windows, keep the best)",
+    )
+    chunk_overlap_tokens: int | None = Field(
+        None, ge=0, description="chunk strategy: tokens shared by neighbouring windows (default 1/8 of the window)"
+    )
+
     # --- HTTP -----------------------------------------------------------------------------
     host: str = Field("0.0.0.0", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="port to bind")
@@ -55,6 +65,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16 * MiB, ge=1024, description="largest request body in bytes (413 past it)")
     max_pairs_in_flight: int = Field(
         8192, ge=1, description="most (query, document) pairs in the engine at once (429 past it)"
+    )
+    max_chunks_per_doc: int = Field(
+        64,
+        ge=1,
+        description="chunk strategy: most windows scored per document, the first ones (a request may ask for fewer)",
     )
     request_timeout: float = Field(120.0, gt=0, description="seconds before a request gets 504 and is aborted")
     drain_timeout: int = Field(30, ge=0, description="seconds to finish in-flight requests on SIGTERM")

@@ -60,3 +60,7 @@ class CardReranker:
         pairs = [format_instruction(instruction, query, doc) for doc in documents]
         # One pair a batch: left padding in fp32 is exact, but a batch of one needs no mask at all.
         return [self.compute_logits(self.process_inputs([pair]))[0] for pair in pairs]
+
+    def scores_of_ids(self, prompts: list[list[int]]) -> list[float]:
+        """The card's score of prompts given as token ids (PREFIX + BODY + SUFFIX each)."""
+        return [self.compute_logits({"input_ids": torch.tensor([ids])})[0] for ids in prompts]

@@ -25,3 +25,8 @@ def test_step_size_is_never_below_the_longest_prompt():
 def test_explicit_settings_win():
     args = args_for(max_num_batched_tokens=2048, block_size=64, max_num_seqs=8)
     assert (args.max_num_batched_tokens, args.block_size, args.max_num_seqs) == (2048, 64, 8)
+
+
+def test_priority_scheduling():
+    """Equal priorities are first come, first served; chunked windows after the first wait."""
+    assert args_for().scheduling_policy == "priority"

@@ -178,10 +178,12 @@ class FlakyEngine:
     def is_dead(self) -> bool:
         return self.real.is_dead
 
-    async def score(self, prompts: Sequence[list[int]], request_id: str) -> Scores:
+    async def score(
+        self, prompts: Sequence[list[int]], request_id: str, priorities: Sequence[int] | None = None
+    ) -> Scores:
         if self.fail:
             raise RuntimeError("secret internal detail")
-        return await self.real.score(prompts, request_id)
+        return await self.real.score(prompts, request_id, priorities)
 
 
 def test_internal_error_is_an_opaque_500_with_request_id(live_server, engine, caplog):
@@ -209,11 +211,13 @@ class GatedEngine(FlakyEngine):
     def open(self) -> None:
         self.loop.call_soon_threadsafe(self.gate.set)
 
-    async def score(self, prompts: Sequence[list[int]], request_id: str) -> Scores:
+    async def score(
+        self, prompts: Sequence[list[int]], request_id: str, priorities: Sequence[int] | None = None
+    ) -> Scores:
         if request_id != "warmup":
             self.waiting += 1
             await self.gate.wait()
-        return await self.real.score(prompts, request_id)
+        return await self.real.score(prompts, request_id, priorities)
 
 
 def test_overload_is_429_with_retry_after(live_server, engine, engine_loop):
