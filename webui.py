@@ -15,7 +15,9 @@ from typing import Any
 import httpx
 
 TIMEOUT_S = 120.0
-COLUMNS = ["rank", "index", "score", "document"]
+COLUMNS = ["rank", "index", "score", "document", "best passage"]
+STRATEGIES = ["truncate", "chunk"]
+PASSAGE_CHARS = 300
 EXAMPLES = [
     [
         "What is the capital of China?",
@@ -67,9 +69,17 @@ class RerankClient:
         return f"🟢 Ready: model **{ready.json().get('model', '?')}** at {self.server_url}"
 
     def rerank(
-        self, query: str, documents_text: str, instruction: str = "", top_n: float | int | None = 0
+        self,
+        query: str,
+        documents_text: str,
+        instruction: str = "",
+        top_n: float | int | None = 0,
+        strategy: str = "truncate",
     ) -> tuple[list[list[Any]], str]:
-        """Rows of (rank, original index, score, document) and a status message."""
+        """Rows of (rank, original index, score, document, best passage) and a status message.
+
+        With strategy "chunk" a long document is scored as windows; its row quotes the window
+        that won (empty for documents of one window)."""
         documents = [line.strip() for line in documents_text.splitlines() if line.strip()]
         if not query.strip():
             return [], "⚠️ Enter a query."
@@ -80,6 +90,8 @@ class RerankClient:
             body["instruction"] = instruction.strip()
         if top_n:
             body["top_n"] = int(top_n)
+        if strategy != "truncate":
+            body["long_document_strategy"] = strategy
         try:
             response = self._request("POST", "/v1/rerank", json=body)
         except httpx.TransportError as exc:
@@ -88,11 +100,22 @@ class RerankClient:
             return [], f"❌ The server answered {response.status_code}: {error_message(response)}"
         data = response.json()
         rows = [
-            [rank, r["index"], round(r["relevance_score"], 4), documents[r["index"]]]
+            [rank, r["index"], round(r["relevance_score"], 4), documents[r["index"]], passage(documents[r["index"]], r)]
             for rank, r in enumerate(data["results"], start=1)
         ]
         usage = data.get("usage", {})
         return rows, f"✅ Ranked {len(documents)} documents ({usage.get('prompt_tokens', '?')} tokens)."
+
+
+def passage(document: str, result: dict[str, Any]) -> str:
+    """The winning window of a chunked document, quoted: `window k of n: «text»`."""
+    where = result.get("passage")
+    if not where:
+        return ""
+    text = document[where["start"] : where["end"]].strip()
+    if len(text) > PASSAGE_CHARS:
+        text = text[:PASSAGE_CHARS] + "…"
+    return f"window {where['chunk'] + 1} of {where['chunks']}: «{text}»"
 
 
 def error_message(response: httpx.Response) -> str:
@@ -106,8 +129,8 @@ def build_ui(client: RerankClient):  # noqa: ANN201
     import gradio as gr
     import pandas as pd
 
-    def on_submit(query: str, documents: str, instruction: str, top_n: float):  # noqa: ANN202
-        rows, message = client.rerank(query, documents, instruction, top_n)
+    def on_submit(query: str, documents: str, instruction: str, top_n: float, strategy: str):  # noqa: ANN202
+        rows, message = client.rerank(query, documents, instruction, top_n, strategy)
         table = pd.DataFrame(rows, columns=COLUMNS)
         chart = pd.DataFrame(
             {"document": [f"#{r[0]} {r[3][:40]}" for r in rows], "score": [r[2] for r in rows]},
@@ -123,14 +146,22 @@ def build_ui(client: RerankClient):  # noqa: ANN201
                 documents = gr.Textbox(label="Documents (one per line)", lines=8)
                 instruction = gr.Textbox(label="Instruction (optional)", placeholder="default: web search")
                 top_n = gr.Number(label="Top N (0 = all)", value=0, precision=0, minimum=0)
+                strategy = gr.Radio(
+                    STRATEGIES,
+                    value="truncate",
+                    label="Long documents",
+                    info="truncate: past the model's length a document loses its tail; "
+                    "chunk: score it as overlapping windows, keep the best, and show that passage",
+                )
                 submit = gr.Button("Rerank", variant="primary")
             with gr.Column(scale=3):
                 message = gr.Markdown()
                 table = gr.Dataframe(headers=COLUMNS, label="Ranking", wrap=True, elem_id="ranking")
                 chart = gr.BarPlot(x="document", y="score", label="Relevance scores", y_lim=[0, 1], sort="-y")
         gr.Examples(EXAMPLES, inputs=[query, documents, instruction, top_n])
-        submit.click(on_submit, [query, documents, instruction, top_n], [table, chart, message, status])
-        query.submit(on_submit, [query, documents, instruction, top_n], [table, chart, message, status])
+        inputs = [query, documents, instruction, top_n, strategy]
+        submit.click(on_submit, inputs, [table, chart, message, status])
+        query.submit(on_submit, inputs, [table, chart, message, status])
     return demo
 
 

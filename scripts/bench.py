@@ -5,8 +5,11 @@ vLLM's own rerank server on the same model files and engine flags.
     # one server (--pid: also its CPU time per document)
     python scripts/bench.py run --url http://127.0.0.1:8000 --requests 200 --concurrency 8
     # ours vs vLLM's own server, alternating rounds; the engine flags given go to both, and each
-    # server keeps its own defaults for the rest (ours differ: see server/engine.py)
+    # server keeps its own defaults for the rest (ours differ: see server/engine.py); --dtype default
+    # passes no dtype, so each server runs the model with its own default
     python scripts/bench.py compare --model models/micro --requests 200 --concurrency 8 --rounds 3
+    # this server alone, long documents (2-10 windows each) with long_document_strategy truncate vs chunk
+    python scripts/bench.py long --model models/tiny --requests 20 --min-docs 5 --max-docs 10 --rounds 3
 
 Workload (seeded, repeatable): queries of 10-30 tokens, documents of 100-500 tokens, 20-100
 documents a request. Reports docs/s, requests/s, p50/p95/p99 latency, errors and the
@@ -81,6 +84,10 @@ class Workload:
     def documents(self) -> int:
         return sum(len(r["documents"]) for r in self.requests)
 
+    def with_strategy(self, strategy: str) -> Workload:
+        """The same requests with long_document_strategy set (this server's field)."""
+        return Workload([{**r, "long_document_strategy": strategy} for r in self.requests])
+
 
 @dataclass
 class Result:
@@ -91,6 +98,7 @@ class Result:
     seconds: float
     latencies: list[float] = field(repr=False)
     cache_hit_rate: float | None = None
+    prompt_tokens: int | None = None  # ours: usage.prompt_tokens summed (every window of a chunked document)
     api_cpu_s: float | None = None  # CPU time of the server's HTTP (front-end) process over the run
     engine_cpu_s: float | None = None  # CPU time of its engine processes (vLLM's core and worker)
 
@@ -115,6 +123,7 @@ class Result:
             "p95_ms": round(self.pct(95) * 1000, 1),
             "p99_ms": round(self.pct(99) * 1000, 1),
             "errors": self.errors,
+            "tokens/s": None if self.prompt_tokens is None else round(self.prompt_tokens / self.seconds),
             "prefix_cache_hit": None if self.cache_hit_rate is None else round(self.cache_hit_rate, 3),
             "api_cpu_ms_per_doc": self._per_doc_ms(self.api_cpu_s),
             "engine_cpu_ms_per_doc": self._per_doc_ms(self.engine_cpu_s),
@@ -201,6 +210,8 @@ async def run_load(
         if before and after and after[1] > before[1]:
             hit_rate = (after[0] - before[0]) / (after[1] - before[1])
     result = Result(name, len(workload.requests), workload.documents, errors, seconds, latencies, hit_rate)
+    if ours_reports_cache:
+        result.prompt_tokens = prompt_tokens
     if cpu_before and cpu_after:
         result.api_cpu_s = cpu_after[0] - cpu_before[0]
         result.engine_cpu_s = cpu_after[1] - cpu_before[1]
@@ -236,7 +247,9 @@ def free_port() -> int:
 
 def engine_flags(args: argparse.Namespace) -> list[str]:
     """Engine settings both servers get, spelled the same in both CLIs."""
-    flags = ["--dtype", args.dtype, "--max-model-len", str(args.max_model_len)]
+    flags = ["--max-model-len", str(args.max_model_len)]
+    if args.dtype != "default":  # "default": each server picks its own (ours: fp32 on a CPU without AVX512-BF16)
+        flags += ["--dtype", args.dtype]
     if args.block_size:
         flags += ["--block-size", str(args.block_size)]
     if args.max_num_seqs:
@@ -248,7 +261,9 @@ def engine_flags(args: argparse.Namespace) -> list[str]:
     return flags
 
 
-def start_servers(args: argparse.Namespace, workdir: Path) -> dict[str, tuple[subprocess.Popen, str]]:
+def start_servers(
+    args: argparse.Namespace, workdir: Path, labels: tuple[str, ...] = ("vllm", "ours")
+) -> dict[str, tuple[subprocess.Popen, str]]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     shared = engine_flags(args)
     if on_cpu():
@@ -272,6 +287,8 @@ def start_servers(args: argparse.Namespace, workdir: Path) -> dict[str, tuple[su
     ]  # fmt: skip
     servers = {}
     for label, cmd, port in (("vllm", vllm_cmd, vllm_port), ("ours", ours_cmd, ours_port)):
+        if label not in labels:
+            continue
         log = open(workdir / f"{label}.stdout", "w")  # noqa: SIM115
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         servers[label] = (proc, f"http://127.0.0.1:{port}")
@@ -348,6 +365,49 @@ def compare(args: argparse.Namespace) -> dict:
     return report(rounds, args, diff)
 
 
+def long_documents(args: argparse.Namespace) -> dict:
+    """This server alone: the same long documents with long_document_strategy truncate and chunk."""
+    chunk = args.max_model_len - 100  # about what the prompt leaves for a document
+    doc_tokens = (2 * chunk, 10 * chunk)  # 2-10 windows' worth
+    rounds: dict[str, list[Result]] = {"truncate": [], "chunk": []}
+    with tempfile.TemporaryDirectory(prefix="rerank-bench-") as tmp:
+        servers = start_servers(args, Path(tmp), labels=("ours",))
+        try:
+            proc, url = servers["ours"]
+            warmup = Workload.make(2, args.seed, (args.min_docs, args.max_docs), doc_tokens)
+            asyncio.run(run_load(url, warmup.with_strategy("chunk"), args.concurrency, "warm-up"))
+            for r in range(args.rounds):
+                workload = Workload.make(
+                    args.requests, args.seed + 1000 * (r + 1), (args.min_docs, args.max_docs), doc_tokens
+                )
+                for strategy in ("truncate", "chunk") if r % 2 == 0 else ("chunk", "truncate"):
+                    res = asyncio.run(
+                        run_load(url, workload.with_strategy(strategy), args.concurrency, strategy, pid=proc.pid)
+                    )
+                    rounds[strategy].append(res)
+                    print(f"round {r + 1} {strategy}: {res.summary()}", flush=True)
+        finally:
+            stop(servers)
+    truncate, chunked = median_result(rounds["truncate"]), median_result(rounds["chunk"])
+    print(
+        f"\nmodel {args.model}, documents of {doc_tokens[0]}-{doc_tokens[1]} tokens, "
+        f"{args.min_docs}-{args.max_docs} a request, {args.requests} requests x {args.rounds} rounds, "
+        f"concurrency {args.concurrency}; median round"
+    )
+    print("| strategy | docs/s | tokens/s | p50 ms | p99 ms | prefix-cache hit | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for res in (truncate, chunked):
+        row = res.summary()
+        hit = "-" if row["prefix_cache_hit"] is None else f"{row['prefix_cache_hit']:.0%}"
+        print(f"| {res.name} | {row['docs/s']} | {row['tokens/s']} | {row['p50_ms']} | {row['p99_ms']} | {hit} | "
+              f"{row['errors']} |")  # fmt: skip
+    print(f"docs/s (chunk / truncate): {chunked.docs_per_s / truncate.docs_per_s:.2f}")
+    out = {"rounds": {k: [r.summary() for r in v] for k, v in rounds.items()}, "args": vars(args)}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return out
+
+
 def median_result(results: list[Result]) -> Result:
     return sorted(results, key=lambda r: r.docs_per_s)[len(results) // 2]
 
@@ -392,7 +452,7 @@ def report(rounds: dict[str, list[Result]], args: argparse.Namespace, diff: floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("run", "compare"):
+    for name in ("run", "compare", "long"):
         p = sub.add_parser(name)
         p.add_argument("--requests", type=int, default=100)
         p.add_argument("--concurrency", type=int, default=8)
@@ -409,7 +469,11 @@ def main() -> None:
         else:
             p.add_argument("--model", required=True, help="model directory or id, served by both")
             p.add_argument("--rounds", type=int, default=3)
-            p.add_argument("--dtype", default="float32")
+            p.add_argument(
+                "--dtype",
+                default="float32",
+                help="for both servers; 'default': pass none, so each server uses its own default",
+            )
             p.add_argument("--max-model-len", type=int, default=2048)
             p.add_argument("--block-size", type=int, default=None)
             p.add_argument("--max-num-seqs", type=int, default=None)
@@ -426,6 +490,8 @@ def main() -> None:
         print(json.dumps(result.summary()))
         if args.json:
             Path(args.json).write_text(json.dumps(result.summary(), indent=2))
+    elif args.command == "long":
+        long_documents(args)
     else:
         compare(args)
 

@@ -7,6 +7,7 @@ same yes/no head), so tests and benchmarks can run without downloading weights.
     python scripts/make_test_model.py --shape tiny --out models/tiny
     python scripts/make_test_model.py --shape micro --out models/micro
     python scripts/make_test_model.py --shape 0.6b-width --layers 4 --out models/wide
+    python scripts/make_test_model.py --shape tiny --dtype bfloat16 --out models/tiny-bf16
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def build_model(
     layers: int | None = None,
     seed: int = 0,
     initializer_range: float = 0.08,
+    dtype: str = "float32",
 ) -> Path:
     """Write a random Qwen3ForCausalLM plus the Qwen3 tokenizer into out_dir and return it."""
     import torch
@@ -73,13 +75,13 @@ def build_model(
         rms_norm_eps=1e-6,
         tie_word_embeddings=True,
         initializer_range=initializer_range,
-        torch_dtype="float32",
+        torch_dtype=dtype,
         bos_token_id=151643,
         eos_token_id=151645,
         **dims,
     )
     torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(config).eval()
+    model = Qwen3ForCausalLM(config).eval().to(getattr(torch, dtype))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
@@ -94,8 +96,11 @@ def main() -> None:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     parser.add_argument("--layers", type=int, default=None, help="override the number of layers")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default="float32", help="bfloat16: saved as the real weights are"
+    )
     args = parser.parse_args()
-    path = build_model(args.out, args.shape, args.layers, args.seed)
+    path = build_model(args.out, args.shape, args.layers, args.seed, dtype=args.dtype)
     print(f"wrote {args.shape} model to {path}")
 
 

@@ -4,6 +4,7 @@ browser (Debian's headless Chromium) that fills the form and finds the ranked ta
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,21 @@ def test_webui_handler_returns_the_ranked_rows(server):
     top, _ = client.rerank("What is the capital of China?", documents, "Find facts about gravity", 1)
     assert len(top) == 1
     assert client.status().startswith("🟢 Ready: model **qwen3-reranker-test**")
+
+
+def test_webui_quotes_the_winning_passage_of_a_chunked_document(server):
+    client = RerankClient(server.url, API_KEY)
+    long_document = "Beijing is the capital of China. " + "The river runs past the old mill. " * 400
+    documents = f"{long_document}\nGravity is a force."
+    rows, message = client.rerank("What is the capital of China?", documents, "", 0, "chunk")
+    assert message.startswith("✅ Ranked 2 documents")
+    by_index = {row[1]: row for row in rows}
+    match = re.fullmatch(r"window (\d+) of (\d+): «(.+)»", by_index[0][4], re.S)
+    assert match and int(match[2]) > 1 and 1 <= int(match[1]) <= int(match[2])
+    assert match[3].rstrip("…") in long_document
+    assert by_index[1][4] == "", "a document of one window has no passage"
+    truncated, _ = client.rerank("What is the capital of China?", documents, "", 0, "truncate")
+    assert all(row[4] == "" for row in truncated)
 
 
 def test_webui_shows_the_servers_error_message(server):
