@@ -9,7 +9,7 @@ vLLM's own rerank server on the same model files and engine flags.
     # passes no dtype, so each server runs the model with its own default
     python scripts/bench.py compare --model models/micro --requests 200 --concurrency 8 --rounds 3
     # this server alone, long documents (2-10 windows each) with long_document_strategy truncate vs chunk
-    python scripts/bench.py long --model models/tiny --requests 20 --min-docs 5 --max-docs 10 --rounds 3
+    python scripts/bench.py long --model models/tiny --max-model-len 1024 --requests 20 --min-docs 3 --max-docs 6 --rounds 3
 
 Workload (seeded, repeatable): queries of 10-30 tokens, documents of 100-500 tokens, 20-100
 documents a request. Reports docs/s, requests/s, p50/p95/p99 latency, errors and the
@@ -85,8 +85,12 @@ class Workload:
         return sum(len(r["documents"]) for r in self.requests)
 
     def with_strategy(self, strategy: str) -> Workload:
-        """The same requests with long_document_strategy set (this server's field)."""
-        return Workload([{**r, "long_document_strategy": strategy} for r in self.requests])
+        """The same documents with long_document_strategy set (this server's field). The query
+        starts with the strategy's name, so that one strategy's run finds nothing of the other's
+        in the prefix cache (truncate's prompts are chunk's first windows)."""
+        return Workload(
+            [{**r, "query": f"{strategy} {r['query']}", "long_document_strategy": strategy} for r in self.requests]
+        )
 
 
 @dataclass
