@@ -9,7 +9,7 @@ vLLM's own rerank server on the same model files and engine flags.
     # passes no dtype, so each server runs the model with its own default
     python scripts/bench.py compare --model models/micro --requests 200 --concurrency 8 --rounds 3
     # this server alone, long documents (2-10 windows each) with long_document_strategy truncate vs chunk
-    python scripts/bench.py long --model models/tiny --max-model-len 1024 --requests 20 --min-docs 3 --max-docs 6 --rounds 3
+    python scripts/bench.py long --model models/tiny --max-model-len 1024 --requests 20 --min-docs 3 --max-docs 6
 
 Workload (seeded, repeatable): queries of 10-30 tokens, documents of 100-500 tokens, 20-100
 documents a request. Reports docs/s, requests/s, p50/p95/p99 latency, errors and the
