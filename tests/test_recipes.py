@@ -103,3 +103,21 @@ def test_cohere_v1_max_chunks_per_doc_chunks_a_long_document(server):
     assert passage is not None and passage["chunks"] == 3
     assert abs(chunked - truncated) > 1e-3, "this document must score differently chunked, or the test shows nothing"
     assert abs(sdk_scores[0] - chunked) <= 1e-5
+
+
+def test_cohere_async_client(server, client):
+    """As the README says: the async client (what async LangChain code uses) works the same way."""
+    import asyncio
+
+    import cohere
+
+    async def run() -> list[int]:
+        co = cohere.AsyncClientV2(api_key=API_KEY, base_url=server.url)
+        response = await co.rerank(
+            model=server.service.settings.model_name,
+            query="What is the capital of China?",
+            documents=["Gravity is a force.", "Beijing is the capital of China."],
+        )
+        return [r.index for r in response.results]
+
+    assert asyncio.run(run()) == expected_order(client)
