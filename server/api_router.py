@@ -90,6 +90,8 @@ async def health() -> Response:
 @router.get("/ready", summary="Readiness: 200 once the engine has scored a warm-up request", responses={503: {}})
 async def ready(request: Request) -> Response:
     service: RerankService = request.app.state.service
+    if service.draining:
+        return error_response("service_unavailable", "the server is shutting down")
     if not service.ready:
         return error_response("service_unavailable", "the engine is not ready")
     return json_response({"status": "ready", "model": service.settings.model_name})

@@ -38,7 +38,8 @@ def create_app(settings: Settings) -> FastAPI:
     if keys:
         public = PUBLIC_PATHS + (("/metrics",) if settings.metrics_public else ())
         app.add_middleware(ApiKeyMiddleware, keys=keys, public_paths=public)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    service: RerankService = app.state.service
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, closing=lambda: service.draining)
 
     default_openapi = app.openapi
 

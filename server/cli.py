@@ -2,21 +2,27 @@
 
 Every Settings field is a flag `--field-name` and an environment variable `RERANK_FIELD_NAME`;
 flags win. The HTTP server answers /health at once; the engine loads beside it, scores a warm-up
-request, logs `Engine started.` and turns /ready to 200. SIGTERM stops new connections, lets
-in-flight requests finish (at most --drain-timeout seconds) and exits 0. An engine that dies
-makes the process exit 1 so that a restart policy brings it back.
+request, logs `Engine started.` and turns /ready to 200; an engine not ready within
+--startup-timeout seconds ends the process with exit 1. SIGTERM turns /ready to 503 and the
+server keeps serving for --drain-delay seconds (answers then close their connection), then stops
+accepting, lets in-flight requests finish (at most --drain-timeout seconds) and exits 0 (see
+server/shutdown.py). An engine that dies makes the process exit 1 so that a restart policy
+brings it back.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
 import types
-from typing import Any, get_args, get_origin
+from typing import Any, NoReturn, get_args, get_origin
 
+import uvicorn
 from pydantic import ValidationError
 
 from server.settings import Settings
@@ -54,16 +60,29 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
     return Settings.from_env(**overrides)
 
 
+def end_process_now(code: int) -> NoReturn:
+    """Exit at once, engine processes included: for a start-up that hangs in a thread that
+    cannot be cancelled (a normal exit would wait for it)."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    logging.shutdown()
+    os._exit(code)
+
+
 async def serve(settings: Settings) -> int:
     """Run the HTTP server and the engine until shutdown; return the process exit code."""
-    import uvicorn
-
     from server.app import create_app
     from server.engine import open_engine
+    from server.shutdown import DrainingServer
 
     app = create_app(settings)
     service = app.state.service
-    server = uvicorn.Server(
+    server = DrainingServer(
+        service,
+        settings.drain_delay,
         uvicorn.Config(
             app,
             host=settings.host,
@@ -72,15 +91,25 @@ async def serve(settings: Settings) -> int:
             access_log=False,
             timeout_graceful_shutdown=settings.drain_timeout,
             timeout_keep_alive=30,
-        )
+        ),
     )
     exit_code = 0
 
     async def engine_lifetime() -> None:
         nonlocal exit_code
         try:
-            async with open_engine(settings) as engine:
-                await service.start(engine)
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    async with asyncio.timeout(settings.startup_timeout):
+                        engine = await stack.enter_async_context(open_engine(settings))
+                        await service.start(engine)
+                except TimeoutError:
+                    logger.error(
+                        "the engine was not ready within --startup-timeout=%gs (model download, load or warm-up "
+                        "hung or is too slow; see the vLLM lines above); exiting so that the process can be restarted",
+                        settings.startup_timeout,
+                    )
+                    end_process_now(1)
                 while not engine.is_dead:
                     await asyncio.sleep(WATCHDOG_INTERVAL_S)
                 service.mark_dead()

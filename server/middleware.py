@@ -38,11 +38,16 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Accepts or makes `X-Request-Id`, returns it, writes one access-log line and the HTTP metrics."""
+    """Accepts or makes `X-Request-Id`, returns it, writes one access-log line and the HTTP metrics.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    While `closing()` is true (the server drains after SIGTERM) every response says
+    `Connection: close`, so that clients and load balancers reconnect elsewhere.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, closing: Callable[[], bool] = lambda: False) -> None:
         self.app = app
         self.metrics = metrics
+        self.closing = closing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,6 +64,8 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+                if self.closing() and not any(k.lower() == b"connection" for k, _ in message["headers"]):
+                    message["headers"].append((b"connection", b"close"))
             await send(message)
 
         try:

@@ -45,12 +45,18 @@ class RerankService:
         self.engine: Engine | None = None
         self.prompts: PromptBuilder | None = None
         self.warmed_up = False
+        self.draining = False  # SIGTERM came: /ready is 503, responses close their connection
         self.pairs_in_flight = 0
 
     # --- lifetime -------------------------------------------------------------------------
     @property
-    def ready(self) -> bool:
+    def can_score(self) -> bool:
         return self.warmed_up and self.engine is not None and not self.engine.is_dead
+
+    @property
+    def ready(self) -> bool:
+        """What /ready says: able to score and not shutting down (a draining server still scores)."""
+        return self.can_score and not self.draining
 
     async def start(self, engine: Engine, tokenizer: Tokenizer | None = None) -> None:
         """Attach a running engine, score a warm-up request, then report ready."""
@@ -74,7 +80,7 @@ class RerankService:
 
     # --- requests -------------------------------------------------------------------------
     async def rerank(self, request: RerankRequest, request_id: str, stats: RequestStats) -> dict[str, Any]:
-        if not self.ready:
+        if not self.can_score:
             raise ServiceError("service_unavailable", "the engine is not ready yet; retry when GET /ready is 200")
         if request.model is not None and request.model != self.settings.model_name:
             raise ServiceError(

@@ -73,6 +73,18 @@ class Settings(BaseSettings):
     )
     request_timeout: float = Field(120.0, gt=0, description="seconds before a request gets 504 and is aborted")
     drain_timeout: int = Field(30, ge=0, description="seconds to finish in-flight requests on SIGTERM")
+    drain_delay: float = Field(
+        5.0,
+        ge=0,
+        description="on SIGTERM, seconds /ready answers 503 while the server still takes requests "
+        "(so load balancers take it out first); then it stops accepting and drains",
+    )
+    startup_timeout: float = Field(
+        1800.0,
+        gt=0,
+        description="seconds for the engine to load (model download included) and score its warm-up; "
+        "past them the server logs why and exits 1",
+    )
 
     # --- logging --------------------------------------------------------------------------
     log_file: Path | None = Field(Path("vllm.log"), description="also write all logs here ('' for none)")

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from .conftest import ROOT, wait_until
-from .test_errors import LONG_DOCS
+from .test_errors import GOOD, LONG_DOCS
 
 pytestmark = pytest.mark.engine
 
@@ -37,7 +37,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, model: Path, workdir: Path) -> None:
+    def __init__(self, model: Path, workdir: Path, extra_flags: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.workdir = workdir
         self.url = f"http://127.0.0.1:{self.port}"
@@ -49,7 +49,8 @@ class ServerProcess:
             "PYTHONPATH": str(ROOT),
         }
         flags = ["--dtype", "float32", "--max-model-len", "512", "--enforce-eager", "--block-size", "32"]
-        flags += ["--kv-cache-gib", "1", "--host", "127.0.0.1", "--drain-timeout", "20"]
+        flags += ["--kv-cache-gib", "1", "--host", "127.0.0.1", "--drain-timeout", "20", "--drain-delay", "10"]
+        flags += list(extra_flags)
         self.stdout = open(workdir / "stdout.txt", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             ENTRYPOINT + flags,
@@ -100,6 +101,10 @@ def test_entrypoint_serves_logs_engine_started_and_drains_on_sigterm(server_proc
     assert "Engine started." in p.log
     assert "vllm[" in p.log, "vLLM's own log lines (engine core process included) go to vllm.log too"
 
+    # A load balancer's keep-alive connection, open before SIGTERM.
+    keep_alive = httpx.Client(base_url=p.url, timeout=120)
+    assert keep_alive.post("/v1/rerank", json=GOOD).status_code == 200
+
     # A long request is in flight when SIGTERM arrives: it completes, then the process exits 0.
     result: dict[str, httpx.Response] = {}
 
@@ -110,10 +115,28 @@ def test_entrypoint_serves_logs_engine_started_and_drains_on_sigterm(server_proc
     thread.start()
     assert wait_until(lambda: _pairs_in_flight(p) > 0, 60, 0.02), "the request never reached the engine"
     p.proc.send_signal(signal.SIGTERM)
+    # At once not ready, yet still serving during --drain-delay: a request on the open keep-alive
+    # connection is answered, and told to close the connection.
+    assert wait_until(lambda: p.get("/ready") == 503, 30, 0.05) and p.proc.poll() is None
+    during = keep_alive.post("/v1/rerank", json=GOOD)
+    assert during.status_code == 200 and len(during.json()["results"]) == 2
+    assert during.headers["connection"] == "close"
+    keep_alive.close()
     thread.join(120)
     assert result["r"].status_code == 200 and len(result["r"].json()["results"]) == len(LONG_DOCS)
-    assert p.proc.wait(60) == 0
-    assert "server stopped (exit code 0)" in p.log
+    assert p.proc.wait(120) == 0
+    assert "/ready is now 503" in p.log and "server stopped (exit code 0)" in p.log
+
+
+def test_startup_deadline_ends_a_server_whose_engine_is_not_ready(tiny_model: Path, tmp_path: Path):
+    """An engine not ready within --startup-timeout ends the process non-zero (no server that
+    answers /health forever while never becoming ready)."""
+    p = ServerProcess(tiny_model, tmp_path, ("--startup-timeout", "1"))
+    try:
+        assert p.proc.wait(180) == 1
+        assert "not ready within --startup-timeout=1s" in p.log
+    finally:
+        p.stop()
 
 
 def _pairs_in_flight(p: ServerProcess) -> float:
