@@ -114,6 +114,10 @@ def engine_args(settings: Settings) -> AsyncEngineArgs:
         kwargs["max_num_seqs"] = settings.max_num_seqs
     if settings.gpu_memory_utilization is not None:
         kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
+    if settings.data_parallel_size > 1:
+        if on_cpu():
+            raise ValueError("--data-parallel-size > 1 needs one GPU per engine; this machine runs vLLM on the CPU")
+        kwargs["data_parallel_size"] = settings.data_parallel_size
     if on_cpu():
         kwargs.setdefault("block_size", CPU_RERANK_BLOCK_SIZE)
         if settings.dtype == "auto":

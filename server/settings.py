@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         None, ge=1, description="engine step size in tokens (default: 8192 or --max-model-len if larger)"
     )
     enforce_eager: bool = Field(False, description="skip torch.compile and CUDA graphs (faster start-up)")
+    data_parallel_size: int = Field(
+        1,
+        ge=1,
+        description="GPUs to use in this process, one engine per GPU (vLLM's data parallelism: it balances the "
+        "pairs across them); needs that many GPUs",
+    )
 
     # --- long documents -------------------------------------------------------------------
     long_document_strategy: Literal["truncate", "chunk"] = Field(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from server.engine import engine_args
 from server.settings import Settings
 
@@ -30,3 +32,19 @@ def test_explicit_settings_win():
 def test_priority_scheduling():
     """Equal priorities are first come, first served; chunked windows after the first wait."""
     assert args_for().scheduling_policy == "priority"
+
+
+def test_data_parallel_size_is_passed_to_vllm_on_a_gpu(monkeypatch):
+    """One engine per GPU, balanced by vLLM (cannot run here: checked on the arguments)."""
+    import server.engine
+
+    monkeypatch.setattr(server.engine, "on_cpu", lambda: False)
+    assert args_for().data_parallel_size == 1
+    args = args_for(data_parallel_size=4)
+    assert args.data_parallel_size == 4
+    assert args.data_parallel_external_lb is False  # vLLM's own balancing inside this process
+
+
+def test_data_parallel_size_needs_gpus():
+    with pytest.raises(ValueError, match="one GPU per engine"):
+        args_for(data_parallel_size=2)
