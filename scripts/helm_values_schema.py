@@ -22,7 +22,7 @@ SCHEMA = ROOT / "deploy/helm/qwen3-reranker/values.schema.json"
 # Set by the chart itself: the port its probes and Service use, the log file in /workspace, and the
 # API key, which comes from a Secret (apiKey.*), never from plain values.
 CHART_OWNED = {"host", "port", "log_file", "api_key"}
-KEEP = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+KEEP = ("type", "enum", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 
 
 def camel(name: str) -> str:

@@ -3,7 +3,8 @@
 Every Settings field is a flag `--field-name` and an environment variable `RERANK_FIELD_NAME`;
 flags win. The HTTP server answers /health at once; the engine loads beside it, scores a warm-up
 request, logs `Engine started.` and turns /ready to 200; an engine not ready within
---startup-timeout seconds ends the process with exit 1. SIGTERM turns /ready to 503 and the
+--startup-timeout seconds, or one whose engine-core or worker process goes away while it starts,
+ends the process with exit 1. SIGTERM turns /ready to 503 and the
 server keeps serving for --drain-delay seconds (answers then close their connection), then stops
 accepting, lets in-flight requests finish (at most --drain-timeout seconds) and exits 0 (see
 server/shutdown.py). An engine that dies makes the process exit 1 so that a restart policy
@@ -72,6 +73,42 @@ def end_process_now(code: int) -> NoReturn:
     os._exit(code)
 
 
+def engine_processes() -> tuple[dict[int, str], dict[int, str]]:
+    """This process's vLLM engine-core and worker processes (vLLM titles them `VLLM::...`):
+    (running, exited but not yet reaped by their parent), each pid -> title."""
+    import psutil
+
+    running, zombies = {}, {}
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            title = child.name()
+            if title.startswith("VLLM::"):
+                (zombies if child.status() == psutil.STATUS_ZOMBIE else running)[child.pid] = title
+    return running, zombies
+
+
+async def watch_engine_start() -> None:
+    """Until cancelled (the engine is ready): end the process at once if an engine-core or worker
+    process dies. vLLM usually notices this itself; where it does not (an engine core left waiting
+    for a worker that no longer exists, which it has not reaped) the start would hang until
+    --startup-timeout."""
+    seen: dict[int, str] = {}
+    while True:
+        running, zombies = await asyncio.to_thread(engine_processes)
+        gone = {**{pid: t for pid, t in seen.items() if pid not in running}, **zombies}
+        for pid, title in gone.items():
+            logger.error(
+                "vLLM process %s (pid %d) exited while the engine was starting; exiting so that the process can be "
+                "restarted (see the vLLM lines above; a process killed without a word is often the kernel's "
+                "out-of-memory killer: check dmesg and --kv-cache-gib)",
+                title,
+                pid,
+            )
+            end_process_now(1)
+        seen.update(running)
+        await asyncio.sleep(WATCHDOG_INTERVAL_S / 4)
+
+
 async def serve(settings: Settings) -> int:
     """Run the HTTP server and the engine until shutdown; return the process exit code."""
     from server.app import create_app
@@ -99,6 +136,7 @@ async def serve(settings: Settings) -> int:
         nonlocal exit_code
         try:
             async with contextlib.AsyncExitStack() as stack:
+                watch = asyncio.create_task(watch_engine_start())
                 try:
                     async with asyncio.timeout(settings.startup_timeout):
                         engine = await stack.enter_async_context(open_engine(settings))
@@ -110,6 +148,8 @@ async def serve(settings: Settings) -> int:
                         settings.startup_timeout,
                     )
                     end_process_now(1)
+                finally:
+                    watch.cancel()
                 while not engine.is_dead:
                     await asyncio.sleep(WATCHDOG_INTERVAL_S)
                 service.mark_dead()

@@ -197,6 +197,9 @@ async def open_engine(settings: Settings) -> AsyncIterator[VllmEngine]:
     from vllm.v1.engine.async_llm import AsyncLLM
 
     args = engine_args(settings)
+    if settings.cpu_threads_bind is not None:
+        # read by vLLM when it starts the engine's worker processes, which inherit the environment
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = settings.cpu_threads_bind
     logger.info(
         "starting vLLM: model=%s dtype=%s max_model_len=%d prefix_caching=%s device=%s",
         args.model,

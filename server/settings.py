@@ -40,6 +40,13 @@ class Settings(BaseSettings):
         None, ge=1, description="engine step size in tokens (default: 8192 or --max-model-len if larger)"
     )
     enforce_eager: bool = Field(False, description="skip torch.compile and CUDA graphs (faster start-up)")
+    cpu_threads_bind: str | None = Field(
+        None,
+        pattern=r"^(auto|nobind|[0-9,\-|]+)$",
+        description="CPU only: cores the engine worker's threads are bound to (vLLM's VLLM_CPU_OMP_THREADS_BIND): "
+        "auto (vLLM's default: the first cores of a NUMA node, the same ones for every server on the host), "
+        "nobind, or a core list such as 0-7; give servers that share a host disjoint lists or nobind",
+    )
     data_parallel_size: int = Field(
         1,
         ge=1,

@@ -48,3 +48,10 @@ def test_data_parallel_size_is_passed_to_vllm_on_a_gpu(monkeypatch):
 def test_data_parallel_size_needs_gpus():
     with pytest.raises(ValueError, match="one GPU per engine"):
         args_for(data_parallel_size=2)
+
+
+def test_cpu_threads_bind_takes_vllms_forms_only():
+    for value in ("auto", "nobind", "0-3", "0,2|1,3"):
+        assert Settings(model="models/tiny", cpu_threads_bind=value).cpu_threads_bind == value
+    with pytest.raises(ValueError, match="cpu_threads_bind"):
+        Settings(model="models/tiny", cpu_threads_bind="0-3; rm -rf /")

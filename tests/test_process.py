@@ -37,8 +37,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, model: Path, workdir: Path, extra_flags: tuple[str, ...] = ()) -> None:
-        self.port = free_port()
+    def __init__(self, model: Path, workdir: Path, extra_flags: tuple[str, ...] = (), port: int | None = None) -> None:
+        self.port = port or free_port()
         self.workdir = workdir
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -156,3 +156,37 @@ def test_engine_death_turns_ready_503_and_exits_non_zero(server_process):
     assert wait_until(lambda: p.get("/ready") in (503, 0), 60, 0.1)
     assert p.proc.wait(30) != 0
     assert "engine died" in p.log or "engine failed" in p.log
+
+
+def _engine_process(p: ServerProcess, title: str) -> psutil.Process | None:
+    for child in psutil.Process(p.proc.pid).children(recursive=True):
+        try:
+            if " ".join(child.cmdline()).startswith(title):
+                return child
+        except psutil.Error:
+            pass
+    return None
+
+
+def test_a_worker_lost_during_start_up_ends_the_process_at_once(tiny_model: Path, tmp_path: Path):
+    """The hang an operator saw: an engine core waiting for a worker process that no longer exists.
+    Simulated by freezing the engine core (so that vLLM cannot notice) and killing its worker: the
+    server must exit 1 at once, not at --startup-timeout."""
+    p = ServerProcess(tiny_model, tmp_path, ("--startup-timeout", "1500"))
+    try:
+        found: dict[str, psutil.Process] = {}
+
+        def worker_started() -> bool:
+            worker = _engine_process(p, "VLLM::Worker")
+            if worker is not None:
+                found["core"], found["worker"] = psutil.Process(worker.ppid()), worker
+            return worker is not None or p.proc.poll() is not None
+
+        assert wait_until(worker_started, 300, 0.01) and found, (tmp_path / "stdout.txt").read_text()[-3000:]
+        found["core"].suspend()
+        assert p.get("/ready") == 503  # still starting: this is the start-up path
+        found["worker"].kill()
+        assert p.proc.wait(120) == 1
+        assert "exited while the engine was starting" in p.log
+    finally:
+        p.stop()
