@@ -49,10 +49,17 @@ def render(helm: Path, values: Path | None = None, *sets: str) -> list[dict[str,
     args = ["template", "rr", str(CHART), "--namespace", "search"]
     if values:
         args += ["-f", str(values)]
-    for s in sets:
-        args += ["--set", s]
+    args += [arg for s in sets for arg in ("--set", s)]
     out = run_helm(helm, *args).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def render_error(helm: Path, *sets: str) -> str:
+    """helm template with these --set values must fail: its error message."""
+    args = ["template", "rr", str(CHART)] + [arg for s in sets for arg in ("--set", s)]
+    result = run_helm(helm, *args, check=False)
+    assert result.returncode != 0, f"rendered with {sets}"
+    return result.stderr
 
 
 def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -136,8 +143,8 @@ def test_values_schema_rejects_unknown_and_invalid_values(helm):
         ("config.noSuchFlag=1", "noSuchFlag"),
         ("modelCache.type=nfs", "modelCache"),
     ]:
-        result = run_helm(helm, "template", "rr", str(CHART), "--set", bad, check=False)
-        assert result.returncode != 0 and message in result.stderr, (bad, result.stderr)
+        error = render_error(helm, bad)
+        assert message in error, (bad, error)
 
 
 @pytest.mark.parametrize("values", VALUE_SETS, ids=value_set_id)
@@ -194,18 +201,7 @@ def test_replicas_belong_to_the_autoscaler_when_one_is_on(helm, values):
 
 
 def test_both_autoscalers_at_once_is_refused(helm):
-    result = run_helm(
-        helm,
-        "template",
-        "rr",
-        str(CHART),
-        "--set",
-        "autoscaling.hpa.enabled=true",
-        "--set",
-        "autoscaling.keda.enabled=true",
-        check=False,
-    )
-    assert result.returncode != 0 and "enable one" in result.stderr
+    assert "enable one" in render_error(helm, "autoscaling.hpa.enabled=true", "autoscaling.keda.enabled=true")
 
 
 def test_autoscalers_scale_on_the_servers_pairs_in_flight(helm):

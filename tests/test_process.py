@@ -8,7 +8,6 @@ the process exit non-zero (so Docker's restart policy brings it back).
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import ROOT, wait_until
 from .test_errors import GOOD, LONG_DOCS
@@ -72,6 +72,16 @@ class ServerProcess:
         except httpx.TransportError:
             return 0
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of one metric on /metrics whose labels include `labels`."""
+        text = httpx.get(self.url + "/metrics", timeout=10).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
+
     def wait_ready(self, timeout: float = 240) -> None:
         ok = wait_until(lambda: self.get("/ready") == 200 or self.proc.poll() is not None, timeout, 0.5)
         assert ok and self.proc.poll() is None, (self.workdir / "stdout.txt").read_text()[-3000:]
@@ -113,7 +123,7 @@ def test_entrypoint_serves_logs_engine_started_and_drains_on_sigterm(server_proc
 
     thread = threading.Thread(target=slow_request)
     thread.start()
-    assert wait_until(lambda: _pairs_in_flight(p) > 0, 60, 0.02), "the request never reached the engine"
+    assert wait_until(lambda: p.metric("rerank_pairs_in_flight") > 0, 60, 0.02), "the request never reached the engine"
     p.proc.send_signal(signal.SIGTERM)
     # At once not ready, yet still serving during --drain-delay: a request on the open keep-alive
     # connection is answered, and told to close the connection.
@@ -137,11 +147,6 @@ def test_startup_deadline_ends_a_server_whose_engine_is_not_ready(tiny_model: Pa
         assert "not ready within --startup-timeout=1s" in p.log
     finally:
         p.stop()
-
-
-def _pairs_in_flight(p: ServerProcess) -> float:
-    text = httpx.get(p.url + "/metrics", timeout=5).text
-    return float(re.search(r"^rerank_pairs_in_flight (\S+)$", text, re.M).group(1))
 
 
 def test_engine_death_turns_ready_503_and_exits_non_zero(server_process):

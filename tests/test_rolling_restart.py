@@ -115,13 +115,9 @@ class SteadyLoad:
         return self.outcomes
 
 
-def requests_served(p: ServerProcess) -> float:
-    text = httpx.get(p.url + "/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("rerank_requests_total{") and 'status="200"' in line
-    )
+def reranks_served(p: ServerProcess) -> float:
+    """Rerank requests the replica answered 200 (health checks not counted)."""
+    return p.metric("rerank_requests_total", route="/v1/rerank", status="200")
 
 
 def core_lists() -> dict[str, str]:
@@ -153,7 +149,7 @@ def test_rolling_restart_behind_haproxy_loses_no_request(tiny_model: Path, tmp_p
 
         for generation, name in enumerate(["a", "b"], start=1):
             old = replicas[name]
-            served_before = requests_served(old)
+            served_before = reranks_served(old)
             assert served_before > 0, f"replica {name} got no traffic before its restart"
             old.proc.send_signal(signal.SIGTERM)
             assert old.proc.wait(120) == 0, old.log[-3000:]
@@ -165,7 +161,7 @@ def test_rolling_restart_behind_haproxy_loses_no_request(tiny_model: Path, tmp_p
             new.wait_ready(900)
             assert wait_until(lambda n=name: lb.status().get(n) == "UP", 60, 0.2), lb.status()
             # back in rotation: the new replica answers the balancer's traffic
-            assert wait_until(lambda p=new: requests_served(p) >= 5, 120, 0.2)
+            assert wait_until(lambda p=new: reranks_served(p) >= 5, 120, 0.2)
 
         outcomes = load.stop()
         load = None
