@@ -8,13 +8,15 @@ vLLM's own rerank server on the same model files and engine flags.
     # server keeps its own defaults for the rest (ours differ: see server/engine.py); --dtype default
     # passes no dtype, so each server runs the model with its own default
     python scripts/bench.py compare --model models/micro --requests 200 --concurrency 8 --rounds 3
+    # both servers with 1 and with 2 API processes (ours --api-processes, vLLM's --api-server-count)
+    python scripts/bench.py compare --model models/micro --requests 200 --rounds 3 --api-processes 1,2
     # this server alone, long documents (2-10 windows each) with long_document_strategy truncate vs chunk
     python scripts/bench.py long --model models/tiny --max-model-len 1024 --requests 20 --min-docs 3 --max-docs 6
 
 Workload (seeded, repeatable): queries of 10-30 tokens, documents of 100-500 tokens, 20-100
 documents a request. Reports docs/s, requests/s, p50/p95/p99 latency, errors and the
 prefix-cache hit rate (ours: usage.cached_tokens; vLLM: its prefix-cache counters), and CPU
-time per document of each server's HTTP process and of its engine processes.
+time per document of each server's processes by kind: API (HTTP) processes, engine core, worker.
 """
 
 from __future__ import annotations
@@ -103,8 +105,7 @@ class Result:
     latencies: list[float] = field(repr=False)
     cache_hit_rate: float | None = None
     prompt_tokens: int | None = None  # ours: usage.prompt_tokens summed (every window of a chunked document)
-    api_cpu_s: float | None = None  # CPU time of the server's HTTP (front-end) process over the run
-    engine_cpu_s: float | None = None  # CPU time of its engine processes (vLLM's core and worker)
+    cpu_s: dict[str, float] | None = None  # CPU seconds over the run by process kind (see cpu_by_kind)
 
     @property
     def docs_per_s(self) -> float:
@@ -129,32 +130,56 @@ class Result:
             "errors": self.errors,
             "tokens/s": None if self.prompt_tokens is None else round(self.prompt_tokens / self.seconds),
             "prefix_cache_hit": None if self.cache_hit_rate is None else round(self.cache_hit_rate, 3),
-            "api_cpu_ms_per_doc": self._per_doc_ms(self.api_cpu_s),
-            "engine_cpu_ms_per_doc": self._per_doc_ms(self.engine_cpu_s),
+            **{f"{kind}_cpu_ms_per_doc": self.cpu_ms_per_doc(kind) for kind in CPU_KINDS},
         }
 
-    def _per_doc_ms(self, seconds: float | None) -> float | None:
-        return None if seconds is None else round(seconds * 1000 / self.documents, 3)
+    def cpu_ms_per_doc(self, kind: str) -> float | None:
+        if self.cpu_s is None or not self.documents:
+            return None
+        return round(self.cpu_s[kind] * 1000 / self.documents, 3)
 
 
-def cpu_seconds(pid: int | None) -> tuple[float, float] | None:
-    """(CPU seconds of process `pid`, CPU seconds of all its descendants), both user + system."""
+# api: the HTTP processes (all of them; with several, ours are `rerank::api-N`, vLLM's
+# `VLLM::APIServer_N`); engine_core: vLLM's engine core (scheduler); worker: the model runner;
+# supervisor: with several API processes, the process that started them (idle while serving).
+CPU_KINDS = ("api", "engine_core", "worker", "supervisor")
+
+
+def process_kind(title: str, is_root: bool, has_api_children: bool) -> str:
+    if title.startswith("VLLM::EngineCore"):
+        return "engine_core"
+    if title.startswith("VLLM::Worker"):
+        return "worker"
+    if title.startswith(("rerank::api", "VLLM::APIServer")):
+        return "api"
+    if is_root:
+        return "supervisor" if has_api_children else "api"
+    return "supervisor"  # helpers such as multiprocessing's resource tracker
+
+
+def cpu_by_kind(pid: int | None) -> dict[str, float] | None:
+    """CPU seconds (user + system) of the server's process tree rooted at `pid`, by process kind."""
     if pid is None:
         return None
     import psutil
 
-    def used(proc: psutil.Process) -> float:
-        times = proc.cpu_times()
-        return times.user + times.system
-
     root = psutil.Process(pid)
-    children = 0.0
-    for child in root.children(recursive=True):
+    procs = [root, *root.children(recursive=True)]
+    titles = {}
+    for proc in procs:
         try:
-            children += used(child)
-        except psutil.NoSuchProcess:
-            pass
-    return used(root), children
+            titles[proc.pid] = " ".join(proc.cmdline())
+        except psutil.Error:
+            titles[proc.pid] = ""
+    has_api = any(t.startswith(("rerank::api", "VLLM::APIServer")) for t in titles.values())
+    totals = dict.fromkeys(CPU_KINDS, 0.0)
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        totals[process_kind(titles[proc.pid], proc.pid == pid, has_api)] += times.user + times.system
+    return totals
 
 
 async def run_load(
@@ -201,11 +226,11 @@ async def run_load(
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=600)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        cpu_before = cpu_seconds(pid)
+        cpu_before = cpu_by_kind(pid)
         started = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
         seconds = time.perf_counter() - started
-        cpu_after = cpu_seconds(pid)
+        cpu_after = cpu_by_kind(pid)
     hit_rate = None
     if ours_reports_cache and prompt_tokens:
         hit_rate = cached_tokens / prompt_tokens
@@ -217,8 +242,7 @@ async def run_load(
     if ours_reports_cache:
         result.prompt_tokens = prompt_tokens
     if cpu_before and cpu_after:
-        result.api_cpu_s = cpu_after[0] - cpu_before[0]
-        result.engine_cpu_s = cpu_after[1] - cpu_before[1]
+        result.cpu_s = {kind: cpu_after[kind] - cpu_before[kind] for kind in CPU_KINDS}
     return result
 
 
@@ -265,38 +289,45 @@ def engine_flags(args: argparse.Namespace) -> list[str]:
     return flags
 
 
+def label(kind: str, processes: int) -> str:
+    """`vllm`, `ours` with one API process; `vllm-2`, `ours-2` with two, ..."""
+    return kind if processes == 1 else f"{kind}-{processes}"
+
+
 def start_servers(
-    args: argparse.Namespace, workdir: Path, labels: tuple[str, ...] = ("vllm", "ours")
+    args: argparse.Namespace, workdir: Path, specs: list[tuple[str, int]]
 ) -> dict[str, tuple[subprocess.Popen, str]]:
+    """Start each (kind, API processes) server, one after the other, each ready before the next."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     shared = engine_flags(args)
     if on_cpu():
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(args.kv_cache_gib))  # the same KV cache for both
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(args.kv_cache_gib))  # the same KV cache for all
     else:
         shared += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
     template = workdir / "qwen3_reranker.jinja"
     template.write_text(QWEN3_RERANKER_TEMPLATE)
-    vllm_port, ours_port = free_port(), free_port()
     name = "reranker"
-    vllm_cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", args.model,
-        "--served-model-name", name, "--runner", "pooling", "--hf-overrides", json.dumps(QWEN3_RERANKER_HF_OVERRIDES),
-        "--chat-template", str(template), "--enable-prefix-caching", "--port", str(vllm_port),
-        "--host", "127.0.0.1", *shared,
-    ]  # fmt: skip
-    ours_cmd = [
-        sys.executable, "-m", "server", "--model", args.model, "--served-model-name", name,
-        "--port", str(ours_port), "--host", "127.0.0.1", "--log-file", str(workdir / "ours.log"),
-        *shared, *args.ours_flags.split(),
-    ]  # fmt: skip
     servers = {}
-    for label, cmd, port in (("vllm", vllm_cmd, vllm_port), ("ours", ours_cmd, ours_port)):
-        if label not in labels:
-            continue
-        log = open(workdir / f"{label}.stdout", "w")  # noqa: SIM115
+    for kind, processes in specs:
+        port, tag = free_port(), label(kind, processes)
+        if kind == "vllm":  # vllm-cpu's `vllm` script is broken; its CLI runs as a module
+            cmd = [
+                sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", args.model,
+                "--served-model-name", name, "--runner", "pooling",
+                "--hf-overrides", json.dumps(QWEN3_RERANKER_HF_OVERRIDES), "--chat-template", str(template),
+                "--enable-prefix-caching", "--port", str(port), "--host", "127.0.0.1",
+                "--api-server-count", str(processes), *shared,
+            ]  # fmt: skip
+        else:
+            cmd = [
+                sys.executable, "-m", "server", "--model", args.model, "--served-model-name", name,
+                "--port", str(port), "--host", "127.0.0.1", "--log-file", str(workdir / f"{tag}.log"),
+                "--api-processes", str(processes), *shared, *args.ours_flags.split(),
+            ]  # fmt: skip
+        log = open(workdir / f"{tag}.stdout", "w")  # noqa: SIM115
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        servers[label] = (proc, f"http://127.0.0.1:{port}")
-        wait_ready(servers[label][1], proc, "/health" if label == "vllm" else "/ready", workdir / f"{label}.stdout")
+        servers[tag] = (proc, f"http://127.0.0.1:{port}")
+        wait_ready(servers[tag][1], proc, "/health" if kind == "vllm" else "/ready", workdir / f"{tag}.stdout")
     return servers
 
 
@@ -329,41 +360,43 @@ def stop(servers: dict[str, tuple[subprocess.Popen, str]]) -> None:
 
 
 async def check_same_scores(urls: dict[str, str], workload: Workload) -> float:
-    """Both servers must score the same (same prompt): max |difference| over one request."""
+    """Every server must score the same (same prompt): max |difference| from `ours` over one request."""
     import aiohttp
 
     body = dict(workload.requests[0])
     scores = {}
     async with aiohttp.ClientSession() as session:
-        for label, url in urls.items():
+        for tag, url in urls.items():
             async with session.post(url + "/v1/rerank", json=body) as response:
                 data = await response.json()
-            scores[label] = {r["index"]: r["relevance_score"] for r in data["results"]}
-    return max(abs(scores["ours"][i] - scores["vllm"][i]) for i in scores["ours"])
+            scores[tag] = {r["index"]: r["relevance_score"] for r in data["results"]}
+    return max(abs(scores["ours"][i] - other[i]) for other in scores.values() for i in scores["ours"])
 
 
 def compare(args: argparse.Namespace) -> dict:
     docs, doc_tokens = (args.min_docs, args.max_docs), (args.min_doc_tokens, args.max_doc_tokens)
-    # A fresh workload each round (the same for both servers): a repeated one would be served
+    # A fresh workload each round (the same for every server): a repeated one would be served
     # from the prefix cache whole, which no real search traffic is.
     workloads = [Workload.make(args.requests, args.seed + 1000 * (r + 1), docs, doc_tokens) for r in range(args.rounds)]
     warmup = Workload.make(max(4, args.concurrency), args.seed, docs, doc_tokens)
+    counts = sorted({int(n) for n in args.api_processes.split(",")} | {1})
+    specs = [(kind, n) for n in counts for kind in ("vllm", "ours")]
     with tempfile.TemporaryDirectory(prefix="rerank-bench-") as tmp:
-        servers = start_servers(args, Path(tmp))
+        servers = start_servers(args, Path(tmp), specs)
         try:
-            urls = {label: url for label, (_, url) in servers.items()}
+            urls = {tag: url for tag, (_, url) in servers.items()}
             diff = asyncio.run(check_same_scores(urls, warmup))
-            print(f"max |score difference| ours vs vLLM on one request: {diff:.2e}")
-            rounds: dict[str, list[Result]] = {"vllm": [], "ours": []}
-            for label, url in urls.items():
-                asyncio.run(run_load(url, warmup, args.concurrency, label))
-            for r in range(args.rounds):  # alternate, so that drift on a noisy machine hits both
-                order = ["vllm", "ours"] if r % 2 == 0 else ["ours", "vllm"]
-                for label in order:
-                    pid = servers[label][0].pid
-                    res = asyncio.run(run_load(urls[label], workloads[r], args.concurrency, label, pid=pid))
-                    rounds[label].append(res)
-                    print(f"round {r + 1} {label}: {res.summary()}", flush=True)
+            print(f"max |score difference| from ours, over all servers, on one request: {diff:.2e}")
+            rounds: dict[str, list[Result]] = {tag: [] for tag in servers}
+            for tag, url in urls.items():
+                asyncio.run(run_load(url, warmup, args.concurrency, tag))
+            for r in range(args.rounds):  # rotate the order, so that drift on a noisy machine hits all
+                order = list(urls)[r % len(urls) :] + list(urls)[: r % len(urls)]
+                for tag in order:
+                    pid = servers[tag][0].pid
+                    res = asyncio.run(run_load(urls[tag], workloads[r], args.concurrency, tag, pid=pid))
+                    rounds[tag].append(res)
+                    print(f"round {r + 1} {tag}: {res.summary()}", flush=True)
         finally:
             stop(servers)
     return report(rounds, args, diff)
@@ -375,7 +408,7 @@ def long_documents(args: argparse.Namespace) -> dict:
     doc_tokens = (2 * chunk, 10 * chunk)  # 2-10 windows' worth
     rounds: dict[str, list[Result]] = {"truncate": [], "chunk": []}
     with tempfile.TemporaryDirectory(prefix="rerank-bench-") as tmp:
-        servers = start_servers(args, Path(tmp), labels=("ours",))
+        servers = start_servers(args, Path(tmp), [("ours", 1)])
         try:
             proc, url = servers["ours"]
             warmup = Workload.make(2, args.seed, (args.min_docs, args.max_docs), doc_tokens)
@@ -416,37 +449,49 @@ def median_result(results: list[Result]) -> Result:
     return sorted(results, key=lambda r: r.docs_per_s)[len(results) // 2]
 
 
-def report(rounds: dict[str, list[Result]], args: argparse.Namespace, diff: float) -> dict:
-    vllm, ours = median_result(rounds["vllm"]), median_result(rounds["ours"])
-    rows = [vllm.summary(), ours.summary()]
-    ratio = {
-        "docs/s (ours / vLLM)": round(ours.docs_per_s / vllm.docs_per_s, 2),
-        "p50 latency (ours / vLLM)": round(ours.pct(50) / vllm.pct(50), 2),
-        "p99 latency (ours / vLLM)": round(ours.pct(99) / vllm.pct(99), 2),
+def paired_ratio(rounds: dict[str, list[Result]], top: str, bottom: str) -> dict[str, object]:
+    """top over bottom: the median rounds' docs/s and latencies, each round's docs/s (the same
+    workload ran on both in it: their spread is the noise) and API-process CPU per document."""
+    a, b = median_result(rounds[top]), median_result(rounds[bottom])
+    per_round = sorted(x.docs_per_s / y.docs_per_s for x, y in zip(rounds[top], rounds[bottom], strict=True))
+    out: dict[str, object] = {
+        "docs/s": round(a.docs_per_s / b.docs_per_s, 2),
+        "docs/s per round, sorted": " ".join(f"{r:.2f}" for r in per_round),
+        "p50 latency": round(a.pct(50) / b.pct(50), 2),
+        "p99 latency": round(a.pct(99) / b.pct(99), 2),
     }
-    # Each round ran the same workload on both: its ratio is paired, and their spread is the noise.
-    per_round = sorted(o.docs_per_s / v.docs_per_s for o, v in zip(rounds["ours"], rounds["vllm"], strict=True))
-    ratio["docs/s (ours / vLLM) per round, sorted"] = " ".join(f"{r:.2f}" for r in per_round)
-    if ours.api_cpu_s and vllm.api_cpu_s:
-        ratio["HTTP-process CPU per document (ours / vLLM)"] = round(
-            (ours.api_cpu_s / ours.documents) / (vllm.api_cpu_s / vllm.documents), 2
-        )
+    api_a, api_b = a.cpu_ms_per_doc("api"), b.cpu_ms_per_doc("api")
+    if api_a and api_b:
+        out["HTTP-process CPU per document"] = round(api_a / api_b, 2)
+    return out
+
+
+def report(rounds: dict[str, list[Result]], args: argparse.Namespace, diff: float) -> dict:
+    medians = {tag: median_result(results) for tag, results in rounds.items()}
+    rows = [m.summary() for m in medians.values()]
+    ratios: dict[str, dict[str, object]] = {}
+    for tag in rounds:
+        if tag.startswith("ours"):  # ours against vLLM's server with as many API processes
+            ratios[f"{tag} / {tag.replace('ours', 'vllm')}"] = paired_ratio(rounds, tag, tag.replace("ours", "vllm"))
+    for tag in rounds:
+        if "-" in tag:  # N API processes against one, for each server
+            ratios[f"{tag} / {tag.split('-')[0]}"] = paired_ratio(rounds, tag, tag.split("-")[0])
     print()
     print(f"model {args.model}, {args.requests} requests x {args.rounds} rounds, concurrency {args.concurrency}, "
           f"engine flags {' '.join(engine_flags(args))}; ours also {args.ours_flags or '(nothing)'}; "
-          "median round by docs/s")  # fmt: skip
+          "median round by docs/s; CPU ms per document by process kind (api: all API processes together)")  # fmt: skip
     print("| server | docs/s | req/s | p50 ms | p95 ms | p99 ms | errors | prefix-cache hit "
-          "| CPU ms/doc: HTTP process | CPU ms/doc: engine |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| CPU ms/doc: API | engine core | worker | supervisor |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        label = "vLLM /v1/rerank" if row["server"] == "vllm" else "this server"
         hit = "-" if row["prefix_cache_hit"] is None else f"{row['prefix_cache_hit']:.0%}"
-        print(f"| {label} | {row['docs/s']} | {row['req/s']} | {row['p50_ms']} | {row['p95_ms']} | "
+        print(f"| {row['server']} | {row['docs/s']} | {row['req/s']} | {row['p50_ms']} | {row['p95_ms']} | "
               f"{row['p99_ms']} | {row['errors']} | {hit} | {row['api_cpu_ms_per_doc']} | "
-              f"{row['engine_cpu_ms_per_doc']} |")  # fmt: skip
-    for key, value in ratio.items():
-        print(f"{key}: {value}")
-    out = {"rows": rows, "ratios": ratio, "max_score_diff": diff, "args": vars(args)}
+              f"{row['engine_core_cpu_ms_per_doc']} | {row['worker_cpu_ms_per_doc']} | "
+              f"{row['supervisor_cpu_ms_per_doc']} |")  # fmt: skip
+    for name, ratio in ratios.items():
+        print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in ratio.items()))
+    out = {"rows": rows, "ratios": ratios, "max_score_diff": diff, "args": vars(args)}
     out["rounds"] = {k: [r.summary() for r in v] for k, v in rounds.items()}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
@@ -484,6 +529,12 @@ def main() -> None:
             p.add_argument("--max-num-batched-tokens", type=int, default=None)
             p.add_argument("--enforce-eager", action="store_true")
             p.add_argument("--ours-flags", default="", help="extra flags for our server only (serving options)")
+            p.add_argument(
+                "--api-processes",
+                default="1",
+                help="compare: API processes, comma-separated (1,2: each server with 1 and with 2; ours "
+                "--api-processes N, vLLM's --api-server-count N)",
+            )
             p.add_argument("--kv-cache-gib", type=int, default=4, help="CPU: KV cache of each server")
             p.add_argument("--gpu-memory-utilization", type=float, default=0.4, help="GPU: each server's share")
     args = parser.parse_args()

@@ -12,6 +12,7 @@ from server.api_router import router
 from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from server.multiprocess import Cluster
 from server.protocol import RerankRequest
 from server.serving import RerankService
 from server.settings import Settings
@@ -19,7 +20,7 @@ from server.settings import Settings
 PUBLIC_PATHS = ("/health", "/ready")
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, cluster: Cluster | None = None) -> FastAPI:
     app = FastAPI(
         title="Qwen3 rerank server",
         version=__version__,
@@ -28,7 +29,7 @@ def create_app(settings: Settings) -> FastAPI:
     metrics = Metrics()
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.service = RerankService(settings, metrics)
+    app.state.service = RerankService(settings, metrics, cluster)
     app.include_router(router)
     install_error_handlers(app)
 
@@ -39,7 +40,12 @@ def create_app(settings: Settings) -> FastAPI:
         public = PUBLIC_PATHS + (("/metrics",) if settings.metrics_public else ())
         app.add_middleware(ApiKeyMiddleware, keys=keys, public_paths=public)
     service: RerankService = app.state.service
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, closing=lambda: service.draining)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        closing=lambda: service.draining,
+        process_name=f"api-{cluster.index}" if cluster is not None else None,
+    )
 
     default_openapi = app.openapi
 

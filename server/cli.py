@@ -17,16 +17,22 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import os
 import signal
+import socket
 import sys
 import types
-from typing import Any, NoReturn, get_args, get_origin
+from typing import TYPE_CHECKING, Any, NoReturn, get_args, get_origin
 
 import uvicorn
 from pydantic import ValidationError
 
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from server.engine import EngineClient
+    from server.multiprocess import Cluster
 
 logger = logging.getLogger("server")
 WATCHDOG_INTERVAL_S = 1.0
@@ -74,16 +80,26 @@ def end_process_now(code: int) -> NoReturn:
 
 
 def engine_processes() -> tuple[dict[int, str], dict[int, str]]:
-    """This process's vLLM engine-core and worker processes (vLLM titles them `VLLM::...`):
-    (running, exited but not yet reaped by their parent), each pid -> title."""
+    """This process's vLLM engine-core processes (children titled `VLLM::...`) and their workers
+    (their children titled `VLLM::...`): (running, exited but not yet reaped by their parent), each
+    pid -> title. A process with its parent's title is a fork on the way to running some helper
+    program (vLLM's CPU worker starts some), not an engine process: left out."""
     import psutil
 
     running, zombies = {}, {}
-    for child in psutil.Process().children(recursive=True):
+
+    def visit(proc: psutil.Process, depth: int, parent_title: str) -> None:
         with contextlib.suppress(psutil.Error):
-            title = child.name()
-            if title.startswith("VLLM::"):
-                (zombies if child.status() == psutil.STATUS_ZOMBIE else running)[child.pid] = title
+            title = proc.name()
+            if not title.startswith("VLLM::") or title == parent_title:
+                return
+            (zombies if proc.status() == psutil.STATUS_ZOMBIE else running)[proc.pid] = title
+            if depth == 1:
+                for child in proc.children():
+                    visit(child, 2, title)
+
+    for child in psutil.Process().children():
+        visit(child, 1, "")
     return running, zombies
 
 
@@ -109,13 +125,22 @@ async def watch_engine_start() -> None:
         await asyncio.sleep(WATCHDOG_INTERVAL_S / 4)
 
 
-async def serve(settings: Settings) -> int:
-    """Run the HTTP server and the engine until shutdown; return the process exit code."""
+async def serve(
+    settings: Settings,
+    client: EngineClient | None = None,
+    sock: socket.socket | None = None,
+    cluster: Cluster | None = None,
+) -> int:
+    """Run the HTTP server and the engine until shutdown; return the process exit code.
+
+    Alone, this process starts the engine and binds --host/--port; as one of several API processes
+    (server/multiprocess.py) it is a client of the supervisor's engine core on its shared socket.
+    """
     from server.app import create_app
     from server.engine import open_engine
     from server.shutdown import DrainingServer
 
-    app = create_app(settings)
+    app = create_app(settings, cluster)
     service = app.state.service
     server = DrainingServer(
         service,
@@ -139,7 +164,7 @@ async def serve(settings: Settings) -> int:
                 watch = asyncio.create_task(watch_engine_start())
                 try:
                     async with asyncio.timeout(settings.startup_timeout):
-                        engine = await stack.enter_async_context(open_engine(settings))
+                        engine = await stack.enter_async_context(open_engine(settings, client))
                         await service.start(engine)
                 except TimeoutError:
                     logger.error(
@@ -163,7 +188,7 @@ async def serve(settings: Settings) -> int:
         server.should_exit = True
 
     engine_task = asyncio.create_task(engine_lifetime())
-    await server.serve()
+    await server.serve(sockets=[sock] if sock is not None else None)
     if not engine_task.done():
         engine_task.cancel()
         try:
@@ -182,8 +207,16 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     from server.log import setup_logging
 
+    multiprocessing.current_process().name = "main"  # in every log line; see server/log.py
     setup_logging(settings.log_file, settings.log_level)
     logger.info("settings: %r", settings)  # SecretStr keeps API keys out of the log
+    from server.engine import api_processes
+
+    count = api_processes(settings)
+    if count > 1:
+        from server.multiprocess import run_supervisor
+
+        raise SystemExit(run_supervisor(settings, count))
     # uvicorn re-raises the signal that stopped it once it has drained; handled here, a SIGTERM
     # ends the process with our exit code instead of the default "killed by signal".
     signal.signal(signal.SIGTERM, lambda *_: None)

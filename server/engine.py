@@ -191,26 +191,66 @@ async def _final_output(queue: Any) -> Any:
             return out
 
 
-@asynccontextmanager
-async def open_engine(settings: Settings) -> AsyncIterator[VllmEngine]:
-    """Start vLLM for `settings`, yield it, and shut it down on exit."""
-    from vllm.v1.engine.async_llm import AsyncLLM
+def api_processes(settings: Settings) -> int:
+    """--api-processes, or its default: 1 on the CPU (the engine's worker is the limit there),
+    2 on a GPU (one process's ~1 ms of CPU per document caps it near the GPU's rate; README)."""
+    if settings.api_processes is not None:
+        return settings.api_processes
+    return 1 if on_cpu() else 2
 
-    args = engine_args(settings)
+
+def set_cpu_threads_bind(settings: Settings) -> None:
     if settings.cpu_threads_bind is not None:
         # read by vLLM when it starts the engine's worker processes, which inherit the environment
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = settings.cpu_threads_bind
-    logger.info(
-        "starting vLLM: model=%s dtype=%s max_model_len=%d prefix_caching=%s device=%s",
-        args.model,
-        args.dtype,
-        args.max_model_len,
-        args.enable_prefix_caching,
-        "cpu" if on_cpu() else "gpu",
+
+
+@dataclass(frozen=True)
+class EngineClient:
+    """One API process of several, and vLLM's addresses of the engine core it talks to (made by
+    the supervisor, server/multiprocess.py)."""
+
+    index: int
+    count: int
+    addresses: dict[str, Any]
+
+
+def start_async_llm(settings: Settings, client: EngineClient | None = None) -> Any:
+    """vLLM's AsyncLLM: with its own engine core, or (client) a client of the supervisor's."""
+    from vllm.usage.usage_lib import UsageContext
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    args = engine_args(settings)
+    if client is None:
+        return AsyncLLM.from_engine_args(args)
+    args._api_process_count, args._api_process_rank = client.count, client.index
+    return AsyncLLM.from_vllm_config(
+        args.create_engine_config(UsageContext.OPENAI_API_SERVER),
+        disable_log_stats=args.disable_log_stats,
+        client_addresses=dict(client.addresses),
+        client_count=client.count,
+        client_index=client.index,
     )
+
+
+@asynccontextmanager
+async def open_engine(settings: Settings, client: EngineClient | None = None) -> AsyncIterator[VllmEngine]:
+    """Start vLLM for `settings` (or connect to the supervisor's engine core), yield it, and shut
+    it down on exit."""
+    set_cpu_threads_bind(settings)
+    if client is None:
+        args = engine_args(settings)
+        logger.info(
+            "starting vLLM: model=%s dtype=%s max_model_len=%d prefix_caching=%s device=%s",
+            args.model,
+            args.dtype,
+            args.max_model_len,
+            args.enable_prefix_caching,
+            "cpu" if on_cpu() else "gpu",
+        )
     # Start-up blocks for a minute or more; in a thread, /health keeps answering meanwhile.
     # (Built off the loop, AsyncLLM starts its output handler with the first request: the warm-up.)
-    llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+    llm = await asyncio.to_thread(start_async_llm, settings, client)
     engine = VllmEngine(llm)
     try:
         yield engine

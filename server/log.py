@@ -15,8 +15,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-VLLM_FORMAT = "%(asctime)s %(levelname)s vllm[%(process)d] %(filename)s:%(lineno)d: %(message)s"
+# [main], or with --api-processes [supervisor] and [api-0], [api-1], ...; vLLM's engine
+# processes show their multiprocessing names.
+FORMAT = "%(asctime)s %(levelname)s [%(processName)s] %(name)s: %(message)s"
+VLLM_FORMAT = "%(asctime)s %(levelname)s [%(processName)s] vllm[%(process)d] %(filename)s:%(lineno)d: %(message)s"
 OUR_LOGGERS = ("server", "uvicorn", "uvicorn.error")
 
 

@@ -1,12 +1,26 @@
-"""Prometheus metrics (prometheus-client), one registry per app so that tests can build several."""
+"""Prometheus metrics (prometheus-client), one registry per app so that tests can build several.
+
+With several API processes (--api-processes) prometheus-client's multiprocess mode is on (the
+supervisor sets PROMETHEUS_MULTIPROC_DIR): every process writes its samples to that directory and
+a scrape of any process reads all of them, summed (in-flight gauges: summed over live processes;
+engine_up: the lowest).
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 TOKEN_BUCKETS = (100, 500, 1000, 5000, 10_000, 50_000, 100_000, 500_000, 1_000_000)
+
+
+def multiprocess_mode() -> bool:
+    return "PROMETHEUS_MULTIPROC_DIR" in os.environ
 
 
 class Metrics:
@@ -27,18 +41,23 @@ class Metrics:
         self.cached_tokens = Counter(
             "rerank_cached_prompt_tokens", "prompt tokens served from vLLM's prefix cache", registry=r
         )
-        self.prefix_cache_hit_ratio = Gauge(
-            "rerank_prefix_cache_hit_ratio", "cached / scored prompt tokens since start", registry=r
-        )
         self._prompt_total = 0
         self._cached_total = 0
-        self.prefix_cache_hit_ratio.set_function(
-            lambda: self._cached_total / self._prompt_total if self._prompt_total else 0.0
+        if not multiprocess_mode():  # with several processes render() computes it from the summed counters
+            self.prefix_cache_hit_ratio = Gauge(
+                "rerank_prefix_cache_hit_ratio", "cached / scored prompt tokens since start", registry=r
+            )
+            self.prefix_cache_hit_ratio.set_function(lambda: ratio(self._cached_total, self._prompt_total))
+        self.requests_in_flight = Gauge(
+            "rerank_requests_in_flight", "rerank requests being scored", registry=r, multiprocess_mode="livesum"
         )
-        self.requests_in_flight = Gauge("rerank_requests_in_flight", "rerank requests being scored", registry=r)
-        self.pairs_in_flight = Gauge("rerank_pairs_in_flight", "(query, document) pairs in the engine", registry=r)
+        self.pairs_in_flight = Gauge(
+            "rerank_pairs_in_flight", "(query, document) pairs in the engine", registry=r, multiprocess_mode="livesum"
+        )
         self.rejected = Counter("rerank_rejected_requests", "requests refused, by reason", ["reason"], registry=r)
-        self.engine_up = Gauge("rerank_engine_up", "1 when the engine is ready to score", registry=r)
+        self.engine_up = Gauge(
+            "rerank_engine_up", "1 when the engine is ready to score", registry=r, multiprocess_mode="livemin"
+        )
 
     def record_tokens(self, prompt: int, cached: int) -> None:
         self.prompt_tokens.inc(prompt)
@@ -47,5 +66,32 @@ class Metrics:
         self._cached_total += cached
 
     def render(self) -> bytes:
-        """Our metrics, then the process-wide registry: vLLM's own `vllm:*` engine metrics live there."""
-        return generate_latest(self.registry) + generate_latest(REGISTRY)
+        """Our metrics, then the process-wide registry: vLLM's own `vllm:*` engine metrics live there.
+        In multiprocess mode: every process's samples, ours and vLLM's, from the shared directory."""
+        if not multiprocess_mode():
+            return generate_latest(self.registry) + generate_latest(REGISTRY)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        families = list(registry.collect())
+        totals = {s.name: s.value for f in families for s in f.samples}
+        prompt, cached = totals.get("rerank_prompt_tokens_total", 0), totals.get("rerank_cached_prompt_tokens_total", 0)
+        hit_ratio = GaugeMetricFamily(
+            "rerank_prefix_cache_hit_ratio", "cached / scored prompt tokens since start", ratio(cached, prompt)
+        )
+        out = CollectorRegistry()
+        out.register(_Fixed([*families, hit_ratio]))
+        return generate_latest(out)
+
+
+def ratio(part: float, whole: float) -> float:
+    return part / whole if whole else 0.0
+
+
+class _Fixed:
+    """A collector of already collected metric families."""
+
+    def __init__(self, families: list) -> None:
+        self.families = families
+
+    def collect(self) -> list:
+        return self.families

@@ -41,13 +41,21 @@ class RequestContextMiddleware:
     """Accepts or makes `X-Request-Id`, returns it, writes one access-log line and the HTTP metrics.
 
     While `closing()` is true (the server drains after SIGTERM) every response says
-    `Connection: close`, so that clients and load balancers reconnect elsewhere.
+    `Connection: close`, so that clients and load balancers reconnect elsewhere. With several API
+    processes, `X-Rerank-Process: api-N` names the one that answered.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, closing: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        closing: Callable[[], bool] = lambda: False,
+        process_name: str | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.closing = closing
+        self.extra_headers = [(b"x-rerank-process", process_name.encode())] if process_name else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -63,7 +71,11 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode("latin-1")),
+                    *self.extra_headers,
+                ]
                 if self.closing() and not any(k.lower() == b"connection" for k, _ in message["headers"]):
                     message["headers"].append((b"connection", b"close"))
             await send(message)

@@ -11,6 +11,7 @@ from typing import Any
 from server.engine import Engine, Scores
 from server.errors import ServiceError
 from server.metrics import Metrics
+from server.multiprocess import Cluster
 from server.prompt import PromptBuilder, Prompts, QueryTooLongError, Tokenizer, Window
 from server.protocol import RerankRequest
 from server.settings import Settings
@@ -38,15 +39,49 @@ def load_tokenizer(model: str) -> Tokenizer:
     return AutoTokenizer.from_pretrained(model)
 
 
+class PairBudget:
+    """--max-pairs-in-flight for the whole server: pairs in the engine, counted here, or with
+    several API processes in one counter in shared memory that all of them take from."""
+
+    def __init__(self, limit: int, shared: Any = None) -> None:
+        self.limit = limit
+        self._shared = shared  # a multiprocessing Value("q") from the supervisor, or None
+        self._local = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._shared.value if self._shared is not None else self._local
+
+    def try_take(self, n: int) -> bool:
+        if self._shared is None:
+            if self._local + n > self.limit:
+                return False
+            self._local += n
+            return True
+        with self._shared.get_lock():
+            if self._shared.value + n > self.limit:
+                return False
+            self._shared.value += n
+            return True
+
+    def give_back(self, n: int) -> None:
+        if self._shared is None:
+            self._local -= n
+            return
+        with self._shared.get_lock():
+            self._shared.value -= n
+
+
 class RerankService:
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, cluster: Cluster | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.cluster = cluster  # the server's other API processes, if it runs several
         self.engine: Engine | None = None
         self.prompts: PromptBuilder | None = None
         self.warmed_up = False
         self.draining = False  # SIGTERM came: /ready is 503, responses close their connection
-        self.pairs_in_flight = 0
+        self.pairs = PairBudget(settings.max_pairs_in_flight, cluster.pairs if cluster else None)
 
     # --- lifetime -------------------------------------------------------------------------
     @property
@@ -55,8 +90,9 @@ class RerankService:
 
     @property
     def ready(self) -> bool:
-        """What /ready says: able to score and not shutting down (a draining server still scores)."""
-        return self.can_score and not self.draining
+        """What /ready says: able to score and not shutting down (a draining server still scores);
+        with several API processes, only once every one of them has scored its warm-up."""
+        return self.can_score and not self.draining and (self.cluster is None or self.cluster.all_ready())
 
     async def start(self, engine: Engine, tokenizer: Tokenizer | None = None) -> None:
         """Attach a running engine, score a warm-up request, then report ready."""
@@ -68,6 +104,10 @@ class RerankService:
         await self._rerank(WARMUP_REQUEST, "warmup", RequestStats())
         self.warmed_up = True
         self.metrics.engine_up.set(1)
+        if self.cluster is not None:  # the supervisor says `Engine started.` once all are
+            self.cluster.mark_ready()
+            logger.info("warm-up rerank scored in %.2fs", time.perf_counter() - started)
+            return
         logger.info(
             "Engine started. model=%s warm-up rerank scored in %.2fs; ready on /v1/rerank",
             self.settings.model_name,
@@ -167,15 +207,14 @@ class RerankService:
         """Admission control, time-out and engine errors around engine.score()."""
         assert self.engine is not None
         n = len(token_ids)
-        if self.pairs_in_flight + n > self.settings.max_pairs_in_flight:
+        if not self.pairs.try_take(n):
             self.metrics.rejected.labels("overloaded").inc()
             raise ServiceError(
                 "overloaded_error",
-                f"server busy: {self.pairs_in_flight} documents in flight, limit "
+                f"server busy: {self.pairs.in_flight} documents in flight, limit "
                 f"{self.settings.max_pairs_in_flight}; retry shortly",
                 headers={"Retry-After": "1"},
             )
-        self.pairs_in_flight += n
         self.metrics.pairs_in_flight.inc(n)
         self.metrics.requests_in_flight.inc()
         try:
@@ -194,7 +233,7 @@ class RerankService:
                 raise ServiceError("service_unavailable", "the engine has stopped; the server is restarting") from exc
             raise
         finally:
-            self.pairs_in_flight -= n
+            self.pairs.give_back(n)
             self.metrics.pairs_in_flight.dec(n)
             self.metrics.requests_in_flight.dec()
 

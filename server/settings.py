@@ -45,13 +45,21 @@ class Settings(BaseSettings):
         pattern=r"^(auto|nobind|[0-9,\-|]+)$",
         description="CPU only: cores the engine worker's threads are bound to (vLLM's VLLM_CPU_OMP_THREADS_BIND): "
         "auto (vLLM's default: the first cores of a NUMA node, the same ones for every server on the host), "
-        "nobind, or a core list such as 0-7; give servers that share a host disjoint lists or nobind",
+        "nobind, or a core list such as 0-7; servers that share a host's cores: nobind (README)",
     )
     data_parallel_size: int = Field(
         1,
         ge=1,
         description="GPUs to use in this process, one engine per GPU (vLLM's data parallelism: it balances the "
         "pairs across them); needs that many GPUs",
+    )
+
+    api_processes: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="HTTP processes serving the API on one shared port, all feeding one engine (vLLM's "
+        "multi-API-server machinery); default 1 on the CPU, 2 on a GPU, where one process's CPU would be the limit",
     )
 
     # --- long documents -------------------------------------------------------------------

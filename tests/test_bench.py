@@ -53,3 +53,14 @@ def test_vllm_template_renders_the_card_prompt(tokenizer: Any) -> None:
             messages=[{"role": "query", "content": request["query"]}, {"role": "document", "content": document}]
         )
         assert tokenizer.encode(text, add_special_tokens=False) == ids
+
+
+def test_cpu_is_counted_by_process_kind() -> None:
+    """bench.py's CPU per document by kind: both servers' titles, one or several API processes."""
+    assert bench.process_kind("VLLM::EngineCore", False, False) == "engine_core"
+    assert bench.process_kind("VLLM::Worker-0", False, False) == "worker"
+    assert bench.process_kind("rerank::api-1", False, True) == "api"
+    assert bench.process_kind("VLLM::APIServer_0", False, True) == "api"
+    # The process started: the HTTP process itself, or the supervisor of several.
+    assert bench.process_kind("python -m server", True, False) == "api"
+    assert bench.process_kind("python -m server", True, True) == "supervisor"

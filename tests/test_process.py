@@ -7,6 +7,7 @@ the process exit non-zero (so Docker's restart policy brings it back).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -84,7 +85,35 @@ class ServerProcess:
 
     def wait_ready(self, timeout: float = 240) -> None:
         ok = wait_until(lambda: self.get("/ready") == 200 or self.proc.poll() is not None, timeout, 0.5)
-        assert ok and self.proc.poll() is None, (self.workdir / "stdout.txt").read_text()[-3000:]
+        assert ok and self.proc.poll() is None, self.diagnosis()
+
+    def group(self) -> list[psutil.Process]:
+        """Every live process of this server's process group (itself, its engine core, workers)."""
+        found = []
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getpgid(proc.pid) == self.proc.pid and proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+        return found
+
+    def diagnosis(self) -> str:
+        """What a failed wait shows: each process of the server (state, CPU seconds, cores it may
+        run on, what it waits in) and the end of its output."""
+        rows = []
+        for proc in self.group():
+            with contextlib.suppress(psutil.Error, OSError):
+                times = proc.cpu_times()
+                wchan = Path(f"/proc/{proc.pid}/wchan").read_text() if Path(f"/proc/{proc.pid}/wchan").exists() else ""
+                rows.append(
+                    f"pid {proc.pid} {proc.name()} {proc.status()} cpu {times.user + times.system:.1f}s "
+                    f"cores {proc.cpu_affinity()} wchan {wchan or '-'}"
+                )
+        output = (self.workdir / "stdout.txt").read_text()[-4000:]
+        return "processes:\n" + "\n".join(rows or ["(none)"]) + "\noutput:\n" + output
+
+    def wait_gone(self, timeout: float = 120) -> None:
+        """Until no process of the server is left (a stopped server's engine processes included)."""
+        assert wait_until(lambda: not self.group(), timeout, 0.5), self.diagnosis()
 
     def stop(self) -> None:
         try:

@@ -1,0 +1,143 @@
+"""Several API processes on one engine (`--api-processes 2`), as whole servers (`python -m server`).
+
+Both processes answer (each response names its process), scores equal a one-process server's
+(up to fp32 rounding),
+one /metrics scrape counts the requests of both, `Engine started.` is logged once, SIGTERM drains
+and exits 0, and losing an API process or the engine core ends the whole server non-zero.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from server.multiprocess import Cluster
+from server.serving import PairBudget
+
+from .test_errors import GOOD, LONG_DOCS
+from .test_process import ServerProcess
+from .test_rolling_restart import SHARED_HOST_FLAGS
+
+TWO = ("--api-processes", "2", *SHARED_HOST_FLAGS)
+QUERY = {"query": "What is the capital of China?", "documents": ["Beijing is the capital.", "Gravity.", "Paris."]}
+
+
+def titled(p: ServerProcess, prefix: str) -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process(p.proc.pid).children(recursive=True):
+        try:
+            if " ".join(child.cmdline()).startswith(prefix):
+                found.append(child)
+        except psutil.Error:
+            pass
+    return found
+
+
+def ranked(response: httpx.Response) -> list[tuple[int, float]]:
+    assert response.status_code == 200, response.text
+    return [(r["index"], r["relevance_score"]) for r in response.json()["results"]]
+
+
+@pytest.mark.engine
+def test_two_api_processes_serve_one_engine(tiny_model: Path, tmp_path: Path):
+    (tmp_path / "two").mkdir()
+    (tmp_path / "one").mkdir()
+    two = ServerProcess(tiny_model, tmp_path / "two", TWO)
+    one = ServerProcess(tiny_model, tmp_path / "one", SHARED_HOST_FLAGS)
+    try:
+        two.wait_ready(600)
+        one.wait_ready(600)
+        assert two.log.count("Engine started.") == 1, "one line, once every process has scored its warm-up"
+        assert all(tag in two.log for tag in ("[supervisor]", "[api-0]", "[api-1]", "[EngineCore]"))
+        assert len(titled(two, "VLLM::EngineCore")) == 1
+        assert len(titled(two, "rerank::api-")) == 2
+
+        # Both processes answer on the one port: concurrent requests, each on its own connection.
+        def post(_: int) -> str:
+            r = httpx.post(two.url + "/v1/rerank", json=QUERY, timeout=120)
+            assert r.status_code == 200 and len(r.json()["results"]) == 3
+            return r.headers["x-rerank-process"]
+
+        answered_by: Counter[str] = Counter()
+        with ThreadPoolExecutor(8) as pool:
+            for _ in range(25):
+                answered_by.update(pool.map(post, range(16)))
+                if len(answered_by) == 2:
+                    break
+        assert set(answered_by) == {"api-0", "api-1"}, answered_by
+
+        # The same scores as one process on one engine (short and truncated documents), up to fp32
+        # rounding (1e-7 seen: the engine batches pairs as they come, and a different batch sums
+        # in a different order).
+        for body in (GOOD, QUERY, {"query": "q", "documents": LONG_DOCS}):
+            got = dict(ranked(httpx.post(two.url + "/v1/rerank", json=body, timeout=120)))
+            want = dict(ranked(httpx.post(one.url + "/v1/rerank", json=body, timeout=120)))
+            assert got.keys() == want.keys() == set(range(len(body["documents"])))
+            assert max(abs(got[i] - want[i]) for i in want) <= 1e-6
+
+        # Any process's scrape counts the rerank requests of both.
+        sent = sum(answered_by.values()) + 3
+        for _ in range(4):
+            assert two.metric("rerank_requests_total", route="/v1/rerank", status="200") == sent
+        assert two.metric("rerank_engine_up") == 1
+        assert two.metric("rerank_pairs_in_flight") == 0
+        assert two.metric("rerank_prompt_tokens_total") > 0
+
+        two.proc.send_signal(signal.SIGTERM)
+        assert two.proc.wait(120) == 0, two.log[-3000:]
+        two.wait_gone(60)
+        assert two.log.count("server stopped (exit code 0)") == 2  # each API process drained
+    finally:
+        two.stop()
+        one.stop()
+
+
+@pytest.mark.engine
+def test_a_lost_api_process_or_engine_core_ends_the_whole_server(tiny_model: Path, tmp_path: Path):
+    servers = {}
+    for victim in ("api", "core"):
+        (tmp_path / victim).mkdir()
+        servers[victim] = ServerProcess(tiny_model, tmp_path / victim, TWO)
+    try:
+        for p in servers.values():
+            p.wait_ready(600)
+        titled(servers["api"], "rerank::api-1")[0].kill()
+        titled(servers["core"], "VLLM::EngineCore")[0].kill()
+        for victim, p in servers.items():
+            assert p.proc.wait(120) == 1, (victim, p.log[-3000:])
+            p.wait_gone(60)  # nothing half-working left behind
+        assert "API process api-1 (pid" in servers["api"].log and "ending the server" in servers["api"].log
+        assert "the vLLM engine core" in servers["core"].log
+    finally:
+        for p in servers.values():
+            p.stop()
+
+
+def test_max_pairs_in_flight_holds_across_processes():
+    """The budget of pairs is one counter in shared memory that every API process takes from."""
+    cluster = Cluster(2)
+    first, second = PairBudget(100, cluster.pairs), PairBudget(100, cluster.pairs)
+    assert first.try_take(60)
+    assert not second.try_take(41)  # 60 + 41 > 100, though this process has nothing in flight
+    assert second.try_take(40) and second.in_flight == first.in_flight == 100
+    first.give_back(60)
+    assert second.try_take(60)
+    assert PairBudget(100).try_take(100) and not PairBudget(100).try_take(101)
+
+
+def test_cluster_is_ready_when_every_process_is_and_the_supervisor_said_so():
+    cluster = Cluster(2)
+    cluster.index = 0
+    cluster.mark_ready()
+    assert not cluster.all_warmed_up()
+    cluster.index = 1
+    cluster.mark_ready()
+    assert cluster.all_warmed_up() and not cluster.all_ready()
+    cluster.mark_started()
+    assert cluster.all_ready()
