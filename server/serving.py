@@ -83,6 +83,11 @@ class RerankService:
         self.draining = False  # SIGTERM came: /ready is 503, responses close their connection
         self.pairs = PairBudget(settings.max_pairs_in_flight, cluster.pairs if cluster else None)
 
+    @property
+    def pairs_in_flight(self) -> int:
+        """Pairs in the engine now (all API processes' together, with several)."""
+        return self.pairs.in_flight
+
     # --- lifetime -------------------------------------------------------------------------
     @property
     def can_score(self) -> bool:
