@@ -103,6 +103,23 @@ def engine_processes() -> tuple[dict[int, str], dict[int, str]]:
     return running, zombies
 
 
+def end_if_engine_process_lost(seen: dict[int, str]) -> None:
+    """One look during start-up: an engine-core or worker process in `seen` (the ones found so
+    far, updated here) that is gone, or one exited and not reaped, ends the process at once."""
+    running, zombies = engine_processes()
+    gone = {**{pid: t for pid, t in seen.items() if pid not in running}, **zombies}
+    for pid, title in gone.items():
+        logger.error(
+            "vLLM process %s (pid %d) exited while the engine was starting; exiting so that the process can be "
+            "restarted (see the vLLM lines above; a process killed without a word is often the kernel's "
+            "out-of-memory killer: check dmesg and --kv-cache-gib)",
+            title,
+            pid,
+        )
+        end_process_now(1)
+    seen.update(running)
+
+
 async def watch_engine_start() -> None:
     """Until cancelled (the engine is ready): end the process at once if an engine-core or worker
     process dies. vLLM usually notices this itself; where it does not (an engine core left waiting
@@ -110,18 +127,7 @@ async def watch_engine_start() -> None:
     --startup-timeout."""
     seen: dict[int, str] = {}
     while True:
-        running, zombies = await asyncio.to_thread(engine_processes)
-        gone = {**{pid: t for pid, t in seen.items() if pid not in running}, **zombies}
-        for pid, title in gone.items():
-            logger.error(
-                "vLLM process %s (pid %d) exited while the engine was starting; exiting so that the process can be "
-                "restarted (see the vLLM lines above; a process killed without a word is often the kernel's "
-                "out-of-memory killer: check dmesg and --kv-cache-gib)",
-                title,
-                pid,
-            )
-            end_process_now(1)
-        seen.update(running)
+        await asyncio.to_thread(end_if_engine_process_lost, seen)
         await asyncio.sleep(WATCHDOG_INTERVAL_S / 4)
 
 

@@ -215,12 +215,11 @@ class EngineClient:
     addresses: dict[str, Any]
 
 
-def start_async_llm(settings: Settings, client: EngineClient | None = None) -> Any:
+def start_async_llm(args: AsyncEngineArgs, client: EngineClient | None = None) -> Any:
     """vLLM's AsyncLLM: with its own engine core, or (client) a client of the supervisor's."""
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    args = engine_args(settings)
     if client is None:
         return AsyncLLM.from_engine_args(args)
     args._api_process_count, args._api_process_rank = client.count, client.index
@@ -238,8 +237,8 @@ async def open_engine(settings: Settings, client: EngineClient | None = None) ->
     """Start vLLM for `settings` (or connect to the supervisor's engine core), yield it, and shut
     it down on exit."""
     set_cpu_threads_bind(settings)
+    args = engine_args(settings)
     if client is None:
-        args = engine_args(settings)
         logger.info(
             "starting vLLM: model=%s dtype=%s max_model_len=%d prefix_caching=%s device=%s",
             args.model,
@@ -250,7 +249,7 @@ async def open_engine(settings: Settings, client: EngineClient | None = None) ->
         )
     # Start-up blocks for a minute or more; in a thread, /health keeps answering meanwhile.
     # (Built off the loop, AsyncLLM starts its output handler with the first request: the warm-up.)
-    llm = await asyncio.to_thread(start_async_llm, settings, client)
+    llm = await asyncio.to_thread(start_async_llm, args, client)
     engine = VllmEngine(llm)
     try:
         yield engine

@@ -46,7 +46,6 @@ class Cluster:
 
     def __init__(self, count: int) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self.count = count
         self.index = -1  # this API process's number, set in each of them
         self._warmed_up = ctx.RawArray("b", count)  # each process: scored its warm-up
         self._started = ctx.RawValue("b", 0)  # the supervisor: logged `Engine started.`
@@ -144,23 +143,18 @@ class Supervisor:
         """Until every API process is ready: a lost engine-core or worker process, or a start past
         --startup-timeout, ends the whole server with exit 1 at once (server/cli.py does the same
         for one process)."""
-        from server.cli import end_process_now, engine_processes
+        from server.cli import end_if_engine_process_lost, end_process_now
 
         deadline = time.monotonic() + self.settings.startup_timeout
         seen: dict[int, str] = {}
         while not self.cluster.all_warmed_up() and not self.signals:
-            running, zombies = engine_processes()
-            gone = {**{pid: t for pid, t in seen.items() if pid not in running}, **zombies}
-            for pid, title in gone.items():
-                logger.error("vLLM process %s (pid %d) exited while the engine was starting; exiting", title, pid)
-                end_process_now(1)
+            end_if_engine_process_lost(seen)
             if time.monotonic() > deadline:
                 logger.error(
                     "the server was not ready within --startup-timeout=%gs (see the lines above); exiting",
                     self.settings.startup_timeout,
                 )
                 end_process_now(1)
-            seen.update(running)
             time.sleep(POLL_S / 2)
 
     def run(self) -> int:

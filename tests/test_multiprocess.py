@@ -1,9 +1,9 @@
 """Several API processes on one engine (`--api-processes 2`), as whole servers (`python -m server`).
 
-Both processes answer (each response names its process), scores equal a one-process server's
-(up to fp32 rounding),
-one /metrics scrape counts the requests of both, `Engine started.` is logged once, SIGTERM drains
-and exits 0, and losing an API process or the engine core ends the whole server non-zero.
+Both processes answer (each response names its process), scores equal a one-process server's (up
+to fp32 rounding), one /metrics scrape counts the requests of both, `Engine started.` is logged
+once, SIGTERM drains and exits 0, and losing an API process or the engine core ends the whole
+server non-zero.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from server.multiprocess import Cluster
@@ -26,17 +25,6 @@ from .test_rolling_restart import SHARED_HOST_FLAGS
 
 TWO = ("--api-processes", "2", *SHARED_HOST_FLAGS)
 QUERY = {"query": "What is the capital of China?", "documents": ["Beijing is the capital.", "Gravity.", "Paris."]}
-
-
-def titled(p: ServerProcess, prefix: str) -> list[psutil.Process]:
-    found = []
-    for child in psutil.Process(p.proc.pid).children(recursive=True):
-        try:
-            if " ".join(child.cmdline()).startswith(prefix):
-                found.append(child)
-        except psutil.Error:
-            pass
-    return found
 
 
 def ranked(response: httpx.Response) -> list[tuple[int, float]]:
@@ -55,8 +43,8 @@ def test_two_api_processes_serve_one_engine(tiny_model: Path, tmp_path: Path):
         one.wait_ready(600)
         assert two.log.count("Engine started.") == 1, "one line, once every process has scored its warm-up"
         assert all(tag in two.log for tag in ("[supervisor]", "[api-0]", "[api-1]", "[EngineCore]"))
-        assert len(titled(two, "VLLM::EngineCore")) == 1
-        assert len(titled(two, "rerank::api-")) == 2
+        assert len(two.children_titled("VLLM::EngineCore")) == 1
+        assert len(two.children_titled("rerank::api-")) == 2
 
         # Both processes answer on the one port: concurrent requests, each on its own connection.
         def post(_: int) -> str:
@@ -107,8 +95,8 @@ def test_a_lost_api_process_or_engine_core_ends_the_whole_server(tiny_model: Pat
     try:
         for p in servers.values():
             p.wait_ready(600)
-        titled(servers["api"], "rerank::api-1")[0].kill()
-        titled(servers["core"], "VLLM::EngineCore")[0].kill()
+        servers["api"].children_titled("rerank::api-1")[0].kill()
+        servers["core"].children_titled("VLLM::EngineCore")[0].kill()
         for victim, p in servers.items():
             assert p.proc.wait(120) == 1, (victim, p.log[-3000:])
             p.wait_gone(60)  # nothing half-working left behind

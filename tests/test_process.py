@@ -87,6 +87,15 @@ class ServerProcess:
         ok = wait_until(lambda: self.get("/ready") == 200 or self.proc.poll() is not None, timeout, 0.5)
         assert ok and self.proc.poll() is None, self.diagnosis()
 
+    def children_titled(self, prefix: str) -> list[psutil.Process]:
+        """The server's descendants whose title (command line) starts with `prefix`."""
+        found = []
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if " ".join(child.cmdline()).startswith(prefix):
+                    found.append(child)
+        return found
+
     def group(self) -> list[psutil.Process]:
         """Every live process of this server's process group (itself, its engine core, workers)."""
         found = []
@@ -192,16 +201,6 @@ def test_engine_death_turns_ready_503_and_exits_non_zero(server_process):
     assert "engine died" in p.log or "engine failed" in p.log
 
 
-def _engine_process(p: ServerProcess, title: str) -> psutil.Process | None:
-    for child in psutil.Process(p.proc.pid).children(recursive=True):
-        try:
-            if " ".join(child.cmdline()).startswith(title):
-                return child
-        except psutil.Error:
-            pass
-    return None
-
-
 def test_a_worker_lost_during_start_up_ends_the_process_at_once(tiny_model: Path, tmp_path: Path):
     """The hang an operator saw: an engine core waiting for a worker process that no longer exists.
     Simulated by freezing the engine core (so that vLLM cannot notice) and killing its worker: the
@@ -211,7 +210,7 @@ def test_a_worker_lost_during_start_up_ends_the_process_at_once(tiny_model: Path
         found: dict[str, psutil.Process] = {}
 
         def worker_started() -> bool:
-            worker = _engine_process(p, "VLLM::Worker")
+            worker = next(iter(p.children_titled("VLLM::Worker")), None)
             if worker is not None:
                 found["core"], found["worker"] = psutil.Process(worker.ppid()), worker
             return worker is not None or p.proc.poll() is not None
