@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from server.fast_tokenizer import FastEncoder
+
 PREFIX = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and "
     'the Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
@@ -107,8 +109,10 @@ def window_spans(
 class PromptBuilder:
     """Builds the card's prompt as token ids; prefix and suffix are tokenized once."""
 
-    def __init__(self, tokenizer: Tokenizer, max_model_len: int) -> None:
+    def __init__(self, tokenizer: Tokenizer, max_model_len: int, fast: bool = True) -> None:
         self.tokenizer = tokenizer
+        # Documents through tiktoken where that gives the same ids (server/fast_tokenizer.py).
+        self.fast = FastEncoder.from_tokenizer(tokenizer) if fast else None
         self.max_model_len = max_model_len
         self.prefix_ids: list[int] = tokenizer.encode(PREFIX, add_special_tokens=False)
         self.suffix_ids: list[int] = tokenizer.encode(SUFFIX, add_special_tokens=False)
@@ -137,6 +141,11 @@ class PromptBuilder:
             doc_budget = min(doc_budget, max_tokens_per_doc)
         return self.prefix_ids + head, doc_budget
 
+    def encode_documents(self, texts: list[str]) -> list[list[int]]:
+        if self.fast is not None:
+            return self.fast.encode_batch(texts)
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
     def build(
         self,
         query: str,
@@ -148,9 +157,7 @@ class PromptBuilder:
         start, doc_budget = self._start_and_budget(query, instruction, max_tokens_per_doc)
         if not documents:
             return Prompts([], [])
-        encoded = self.tokenizer([DOC_TEMPLATE.format(document=d) for d in documents], add_special_tokens=False)[
-            "input_ids"
-        ]
+        encoded = self.encode_documents([DOC_TEMPLATE.format(document=d) for d in documents])
         token_ids = [start + doc[:doc_budget] + self.suffix_ids for doc in encoded]
         return Prompts(token_ids, [len(doc) > doc_budget for doc in encoded])
 
