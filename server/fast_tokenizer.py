@@ -48,9 +48,7 @@ class FastEncoder:
         import tiktoken
 
         special = {token["content"]: token["id"] for token in spec["added_tokens"]}
-        encoding = tiktoken.Encoding(
-            "rerank-fast-bpe", pat_str=pattern, mergeable_ranks=ranks, special_tokens=special
-        )
+        encoding = tiktoken.Encoding("rerank-fast-bpe", pat_str=pattern, mergeable_ranks=ranks, special_tokens=special)
         return cls(encoding, tokenizer, normalize_nfc)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:

@@ -39,7 +39,9 @@ def test_every_code_point_in_context(tok, fast):
     code_points = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]  # JSON rejects lone surrogates
     checked = 0
     for start in range(0, len(code_points), 50_000):
-        texts = [f"a{ch}b {ch}1'{ch} {ch}{ch}\n\r{ch}  {ch}.'s{ch}" for ch in map(chr, code_points[start : start + 50_000])]
+        texts = [
+            f"a{ch}b {ch}1'{ch} {ch}{ch}\n\r{ch}  {ch}.'s{ch}" for ch in map(chr, code_points[start : start + 50_000])
+        ]
         assert fast.encode_batch(texts) == hf_ids(tok, texts)
         checked += len(texts)
     assert checked == 1_112_064
