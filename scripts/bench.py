@@ -467,7 +467,8 @@ def median_result(results: list[Result]) -> Result:
 
 def paired_ratio(rounds: dict[str, list[Result]], top: str, bottom: str) -> dict[str, object]:
     """top over bottom: the median rounds' docs/s and latencies, each round's docs/s (the same
-    workload ran on both in it: their spread is the noise) and API-process CPU per document."""
+    workload ran on both in it: their spread is the noise), and API-process CPU per document over
+    all rounds (it hardly depends on the pace, so every round counts) and in each round."""
     a, b = median_result(rounds[top]), median_result(rounds[bottom])
     per_round = sorted(x.docs_per_s / y.docs_per_s for x, y in zip(rounds[top], rounds[bottom], strict=True))
     out: dict[str, object] = {
@@ -476,10 +477,18 @@ def paired_ratio(rounds: dict[str, list[Result]], top: str, bottom: str) -> dict
         "p50 latency": round(a.pct(50) / b.pct(50), 2),
         "p99 latency": round(a.pct(99) / b.pct(99), 2),
     }
-    api_a, api_b = a.cpu_ms_per_doc("api"), b.cpu_ms_per_doc("api")
-    if api_a and api_b:
-        out["HTTP-process CPU per document"] = round(api_a / api_b, 2)
+    if all(r.cpu_s is not None for r in rounds[top] + rounds[bottom]):
+        out["HTTP-process CPU per document"] = round(api_ms_per_doc(rounds[top]) / api_ms_per_doc(rounds[bottom]), 2)
+        per_round = sorted(
+            api_ms_per_doc([x]) / api_ms_per_doc([y]) for x, y in zip(rounds[top], rounds[bottom], strict=True)
+        )
+        out["per round, sorted"] = " ".join(f"{r:.2f}" for r in per_round)
     return out
+
+
+def api_ms_per_doc(results: list[Result]) -> float:
+    """API-process CPU ms per document over these rounds together."""
+    return 1000 * sum(r.cpu_s["api"] for r in results if r.cpu_s) / sum(r.documents for r in results)
 
 
 def report(rounds: dict[str, list[Result]], args: argparse.Namespace, diff: float) -> dict:

@@ -101,7 +101,8 @@ def engine_args(settings: Settings) -> AsyncEngineArgs:
         max_model_len=settings.max_model_len,
         enable_prefix_caching=settings.enable_prefix_caching,
         enforce_eager=settings.enforce_eager,
-        disable_log_stats=False,
+        # vLLM's stats path costs the API process CPU for every pair (README, performance).
+        disable_log_stats=not settings.vllm_metrics,
         # Equal priorities are first come, first served; the windows of a chunked long document
         # after its first get lower ones, so that short requests do not wait behind them.
         scheduling_policy="priority",

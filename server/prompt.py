@@ -3,7 +3,8 @@
 The model card scores `PREFIX + BODY + SUFFIX`, where PREFIX and SUFFIX are tokenized on their
 own and BODY (`<Instruct>: ...\\n<Query>: ...\\n<Document>: {doc}`) is tokenized and truncated to
 `max_length - len(PREFIX) - len(SUFFIX)` tokens. We produce the very same ids, but tokenize the
-shared head of BODY once per request and all documents in one batched call:
+shared head of BODY once per request and the documents on their own (with tiktoken running the
+tokenizer's own BPE, `server/fast_tokenizer.py`, where it can; else one batched tokenizer call):
 
     BODY ids == ids("<Instruct>: ...\\n<Query>: ...\\n<Document>:") + ids(" " + doc)
 

@@ -36,7 +36,7 @@ def ranked(response: httpx.Response) -> list[tuple[int, float]]:
 def test_two_api_processes_serve_one_engine(tiny_model: Path, tmp_path: Path):
     (tmp_path / "two").mkdir()
     (tmp_path / "one").mkdir()
-    two = ServerProcess(tiny_model, tmp_path / "two", TWO)
+    two = ServerProcess(tiny_model, tmp_path / "two", (*TWO, "--vllm-metrics"))
     one = ServerProcess(tiny_model, tmp_path / "one", SHARED_HOST_FLAGS)
     try:
         two.wait_ready(600)
@@ -76,6 +76,10 @@ def test_two_api_processes_serve_one_engine(tiny_model: Path, tmp_path: Path):
         assert two.metric("rerank_engine_up") == 1
         assert two.metric("rerank_pairs_in_flight") == 0
         assert two.metric("rerank_prompt_tokens_total") > 0
+        # --vllm-metrics: vLLM's own engine metrics too, every process's engine requests (pairs,
+        # warm-ups included) in one scrape; without it (the default), none.
+        assert two.metric("vllm:request_success_total") >= 3 * sum(answered_by.values())
+        assert "vllm:" not in httpx.get(one.url + "/metrics", timeout=10).text
 
         two.proc.send_signal(signal.SIGTERM)
         assert two.proc.wait(120) == 0, two.log[-3000:]
