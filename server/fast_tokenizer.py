@@ -11,7 +11,7 @@ in charge, unless the tokenizer has exactly that shape.
 What tiktoken does not do is the NFC normalizer: a text that NFC would change goes to the HF
 tokenizer. `tests/test_fast_tokenizer.py` checks the result against the HF tokenizer for every
 Unicode code point in several contexts, the prompt test's documents, and random text.
-tiktoken is already installed: vLLM depends on it.
+tiktoken is a dependency of this package (and of vLLM).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class FastEncoder:
         spec = json.loads(backend.to_str())
         shape = _bpe_shape(spec)
         if shape is None:
+            logger.info("documents tokenized by the Hugging Face tokenizer (not a plain byte-level BPE for tiktoken)")
             return None
         pattern, ranks, normalize_nfc = shape
         import tiktoken
