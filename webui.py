@@ -9,15 +9,22 @@ Also configurable as RERANK_SERVER_URL and RERANK_API_KEY.
 from __future__ import annotations
 
 import argparse
+import html
 import os
 from typing import Any
 
 import httpx
 
 TIMEOUT_S = 120.0
+STATUS_TIMEOUT_S = 3.0  # the status line never waits long for a server that does not answer
+STATUS_REFRESH_S = 5.0
 COLUMNS = ["rank", "index", "score", "document", "best passage"]
+# rank, index and score at their natural width; the text columns share the rest
+COLUMN_WIDTHS = ["64px", "64px", "84px", "50%", "50%"]
 STRATEGIES = ["truncate", "chunk"]
-PASSAGE_CHARS = 300
+DOCUMENT_CHARS = 160  # a document in the table: its first characters, then its length
+PASSAGE_CHARS = 200  # the best passage in the table: its first characters
+CHART_LABEL_CHARS = 24
 EXAMPLES = [
     [
         "What is the capital of China?",
@@ -55,13 +62,16 @@ class RerankClient:
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = timeout
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, self.server_url + path, headers=self.headers, timeout=self.timeout, **kwargs)
+    def _request(self, method: str, path: str, timeout: float | None = None, **kwargs: Any) -> httpx.Response:
+        return httpx.request(
+            method, self.server_url + path, headers=self.headers, timeout=timeout or self.timeout, **kwargs
+        )
 
     def status(self) -> str:
-        """A one-line state of the server: ready with its model, loading, or unreachable."""
+        """A one-line state of the server: ready with its model, loading, or unreachable (asked
+        anew on every page load and every few seconds, with a short time-out)."""
         try:
-            ready = self._request("GET", "/ready")
+            ready = self._request("GET", "/ready", timeout=STATUS_TIMEOUT_S)
         except httpx.TransportError as exc:
             return f"🔴 Server unreachable at {self.server_url} ({type(exc).__name__})"
         if ready.status_code != 200:
@@ -76,10 +86,11 @@ class RerankClient:
         top_n: float | int | None = 0,
         strategy: str = "truncate",
     ) -> tuple[list[list[Any]], str]:
-        """Rows of (rank, original index, score, document, best passage) and a status message.
+        """Rows of (rank, original index, score, document, best passage, where the passage lies)
+        and a status message; documents whole (the page shortens them: `table_rows`).
 
         With strategy "chunk" a long document is scored as windows; its row quotes the window
-        that won (empty for documents of one window)."""
+        that won and gives its offsets (empty and None for documents of one window)."""
         documents = [line.strip() for line in documents_text.splitlines() if line.strip()]
         if not query.strip():
             return [], "⚠️ Enter a query."
@@ -99,23 +110,60 @@ class RerankClient:
         if response.status_code != 200:
             return [], f"❌ The server answered {response.status_code}: {error_message(response)}"
         data = response.json()
-        rows = [
-            [rank, r["index"], round(r["relevance_score"], 4), documents[r["index"]], passage(documents[r["index"]], r)]
-            for rank, r in enumerate(data["results"], start=1)
-        ]
+        rows = []
+        for rank, r in enumerate(data["results"], start=1):
+            document = documents[r["index"]]
+            where = passage(document, r)
+            rows.append([rank, r["index"], round(r["relevance_score"], 4), document, passage_label(where), where])
         usage = data.get("usage", {})
         return rows, f"✅ Ranked {len(documents)} documents ({usage.get('prompt_tokens', '?')} tokens)."
 
 
-def passage(document: str, result: dict[str, Any]) -> str:
-    """The winning window of a chunked document, quoted: `window k of n: «text»`."""
+def passage(document: str, result: dict[str, Any]) -> dict[str, Any] | None:
+    """Where the winning window of a chunked document lies, and its text (None: one window)."""
     where = result.get("passage")
     if not where:
+        return None
+    return {**where, "text": document[where["start"] : where["end"]]}
+
+
+def shorten(text: str, limit: int) -> str:
+    """The first `limit` characters of a text, and its length if it was cut."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit].rstrip()}… ({len(text):,} characters)"
+
+
+def passage_label(where: dict[str, Any] | None) -> str:
+    """`window k of n: «first words…»` for the table."""
+    if not where:
         return ""
-    text = document[where["start"] : where["end"]].strip()
+    text = where["text"].strip()
     if len(text) > PASSAGE_CHARS:
-        text = text[:PASSAGE_CHARS] + "…"
+        text = text[:PASSAGE_CHARS].rstrip() + "…"
     return f"window {where['chunk'] + 1} of {where['chunks']}: «{text}»"
+
+
+def table_rows(rows: list[list[Any]]) -> list[list[Any]]:
+    """The rows as the table shows them: documents and passages shortened to a line or two."""
+    return [[rank, index, score, shorten(doc, DOCUMENT_CHARS), label] for rank, index, score, doc, label, _ in rows]
+
+
+def document_view(row: list[Any]) -> str:
+    """One ranked document in full (HTML), its best passage marked, for the row a person selects."""
+    rank, index, score, document, _, where = row
+    head = f"<h3>#{rank}: document {index}, score {score} ({len(document):,} characters)</h3>"
+    if not where:
+        return f"{head}<div class='document'>{html.escape(document)}</div>"
+    start, end = where["start"], where["end"]
+    note = f"<p>Best passage: window {where['chunk'] + 1} of {where['chunks']}, characters {start:,}-{end:,}</p>"
+    body = (
+        html.escape(document[:start])
+        + f"<mark id='best-passage'>{html.escape(document[start:end])}</mark>"
+        + html.escape(document[end:])
+    )
+    return f"{head}{note}<div class='document'>{body}</div>"
 
 
 def error_message(response: httpx.Response) -> str:
@@ -125,21 +173,32 @@ def error_message(response: httpx.Response) -> str:
         return response.text[:300] or response.reason_phrase
 
 
+CSS = """
+#document-view .document { white-space: pre-wrap; max-height: 420px; overflow-y: auto; }
+#document-view mark { background: #ffe08a; }
+"""
+
+
 def build_ui(client: RerankClient):  # noqa: ANN201
     import gradio as gr
     import pandas as pd
 
     def on_submit(query: str, documents: str, instruction: str, top_n: float, strategy: str):  # noqa: ANN202
         rows, message = client.rerank(query, documents, instruction, top_n, strategy)
-        table = pd.DataFrame(rows, columns=COLUMNS)
-        chart = pd.DataFrame(
-            {"document": [f"#{r[0]} {r[3][:40]}" for r in rows], "score": [r[2] for r in rows]},
-        )
-        return table, chart, message, client.status()
+        table = pd.DataFrame(table_rows(rows), columns=COLUMNS)
+        labels = [f"#{r[0]} {shorten(r[3], CHART_LABEL_CHARS).split('… (')[0]}" for r in rows]
+        chart = pd.DataFrame({"document": labels, "score": [r[2] for r in rows]})
+        hint = "Select a row to read its document in full." if rows else ""
+        return table, chart, message, client.status(), rows, hint
+
+    def on_select(rows: list[list[Any]], evt: gr.SelectData) -> str:
+        row = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
+        return document_view(rows[row]) if rows and 0 <= row < len(rows) else ""
 
     with gr.Blocks(title="Qwen3 Reranker") as demo:
         gr.Markdown("# Qwen3 Reranker\nRank documents by relevance to a query with the rerank server.")
-        status = gr.Markdown(client.status())
+        status = gr.Markdown("Asking the server…", elem_id="status")
+        results = gr.State([])
         with gr.Row():
             with gr.Column(scale=2):
                 query = gr.Textbox(label="Query", placeholder="What is the capital of China?")
@@ -156,12 +215,26 @@ def build_ui(client: RerankClient):  # noqa: ANN201
                 submit = gr.Button("Rerank", variant="primary")
             with gr.Column(scale=3):
                 message = gr.Markdown()
-                table = gr.Dataframe(headers=COLUMNS, label="Ranking", wrap=True, elem_id="ranking")
+                table = gr.Dataframe(
+                    headers=COLUMNS,
+                    label="Ranking",
+                    wrap=True,
+                    column_widths=COLUMN_WIDTHS,
+                    interactive=False,
+                    elem_id="ranking",
+                )
+                hint = gr.Markdown()
+                detail = gr.HTML(elem_id="document-view")
                 chart = gr.BarPlot(x="document", y="score", label="Relevance scores", y_lim=[0, 1], sort="-y")
         gr.Examples(EXAMPLES, inputs=[query, documents, instruction, top_n])
         inputs = [query, documents, instruction, top_n, strategy]
-        submit.click(on_submit, inputs, [table, chart, message, status])
-        query.submit(on_submit, inputs, [table, chart, message, status])
+        outputs = [table, chart, message, status, results, hint]
+        submit.click(on_submit, inputs, outputs).then(lambda: "", None, detail)
+        query.submit(on_submit, inputs, outputs).then(lambda: "", None, detail)
+        table.select(on_select, results, detail)
+        # The status line: asked on every page load and every few seconds, never blocking the page.
+        demo.load(client.status, None, status, show_progress="hidden")
+        gr.Timer(STATUS_REFRESH_S).tick(client.status, None, status, show_progress="hidden")
     return demo
 
 
@@ -174,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default=default_key, help="the server's API key")
     args = parser.parse_args(argv)
     client = RerankClient(args.server_url, args.api_key)
-    build_ui(client).launch(server_name=args.host, server_port=args.port, show_error=True)
+    build_ui(client).launch(server_name=args.host, server_port=args.port, show_error=True, css=CSS)
 
 
 if __name__ == "__main__":

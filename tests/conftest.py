@@ -126,7 +126,7 @@ def live_server(
     """Factory: an app with the given Settings overrides, on the shared engine, served over HTTP."""
     servers: list[LiveServer] = []
 
-    def make(start: bool = True, engine_override: Any = None, **overrides: Any) -> LiveServer:
+    def make(start: bool = True, engine_override: Any = None, port: int = 0, **overrides: Any) -> LiveServer:
         import uvicorn
 
         from server.app import create_app
@@ -136,7 +136,7 @@ def live_server(
         app = create_app(settings)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", port))
         port = sock.getsockname()[1]
         config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=5)
         server = uvicorn.Server(config)

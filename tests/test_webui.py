@@ -70,57 +70,189 @@ CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(
+needs_browser = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"),
     reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
 )
-def test_browser_fills_the_form_and_sees_the_ranking(server):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+LONG_DOCUMENT = (
+    "The old mill stood by the river for three hundred years, and the village grew around it. " * 60
+    + "Beijing is the capital of China, and its centre has been the seat of government for centuries. "
+    + "Farmers brought their grain to the mill every autumn, and the miller kept a ledger of it all. " * 60
+).strip()
 
-    port = free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / "webui.log", "w")  # noqa: SIM115
-    webui = subprocess.Popen(
-        [sys.executable, str(ROOT / "webui.py"), "--server-url", server.url, "--api-key", API_KEY, "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
-    )
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --disable-quic --no-first-run "
-        "--disable-background-networking --disable-component-update --disable-sync --window-size=1400,1000"
-    ).split():
-        options.add_argument(flag)
-    driver = None
+
+class WebUI:
+    """webui.py as a process, and a headless Chromium at 1400x1000 on its page."""
+
+    def __init__(self, server_url: str) -> None:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        self.port = free_port()
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log = open(ARTIFACTS / "webui.log", "w")  # noqa: SIM115
+        cmd = [sys.executable, str(ROOT / "webui.py"), "--server-url", server_url, "--api-key", API_KEY]
+        self.proc = subprocess.Popen(
+            [*cmd, "--port", str(self.port)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+        )
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in (
+            "--headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --disable-quic --no-first-run "
+            "--disable-background-networking --disable-component-update --disable-sync --window-size=1400,1000"
+        ).split():
+            options.add_argument(flag)
+        self.driver = None
+        try:
+            assert wait_until(lambda: _up(f"http://127.0.0.1:{self.port}/"), 180, 0.5), Path(self.log.name).read_text()
+            self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+            self.open()
+        except BaseException:
+            self.close()
+            raise
+
+    def open(self) -> None:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as ec
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self.driver.get(f"http://127.0.0.1:{self.port}/")
+        WebDriverWait(self.driver, 60).until(ec.presence_of_element_located((By.CSS_SELECTOR, "textarea")))
+
+    def text(self, css: str = "body") -> str:
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.CSS_SELECTOR, css).text
+
+    def wait_for(self, predicate, timeout: float = 60):  # noqa: ANN001, ANN201
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(lambda d: predicate())
+
+    def rerank(self, query: str, documents: str, strategy: str = "truncate") -> None:
+        from selenium.webdriver.common.by import By
+
+        query_box, documents_box = self.driver.find_elements(By.CSS_SELECTOR, "textarea")[:2]
+        query_box.send_keys(query)
+        self.driver.execute_script(  # a long text is set at once (send_keys would type it key by key)
+            "const [el, value] = arguments;"
+            "Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, 'value').set.call(el, value);"
+            "el.dispatchEvent(new Event('input', {bubbles: true}));",
+            documents_box,
+            documents,
+        )
+        if strategy != "truncate":
+            self.driver.find_element(By.XPATH, f"//label[normalize-space()='{strategy}']").click()
+        self.driver.find_element(By.XPATH, "//button[normalize-space()='Rerank']").click()
+
+    def close(self) -> None:
+        if self.driver is not None:
+            self.driver.quit()
+        self.proc.terminate()
+        self.proc.wait(20)
+        self.log.close()
+
+
+@pytest.mark.browser
+@needs_browser
+def test_browser_fills_the_form_and_sees_the_ranking(server):
+    ui = WebUI(server.url)
     try:
-        assert wait_until(lambda: _up(f"http://127.0.0.1:{port}/"), 180, 0.5), Path(log.name).read_text()
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-        driver.get(f"http://127.0.0.1:{port}/")
-        wait = WebDriverWait(driver, 60)
-        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "textarea")))
-        assert "Ready: model" in driver.find_element(By.TAG_NAME, "body").text
-        query, documents = driver.find_elements(By.CSS_SELECTOR, "textarea")[:2]
-        query.send_keys("What is the capital of China?")
-        documents.send_keys("Gravity is a force.\nThe capital of China is Beijing.\n北京是中国的首都。")
-        driver.find_element(By.XPATH, "//button[normalize-space()='Rerank']").click()
-        wait.until(lambda d: "Ranked 3 documents" in d.find_element(By.TAG_NAME, "body").text)
-        table = driver.find_element(By.ID, "ranking").text
+        ui.wait_for(lambda: "Ready: model" in ui.text())
+        ui.rerank(
+            "What is the capital of China?", "Gravity is a force.\nThe capital of China is Beijing.\n北京是中国的首都。"
+        )
+        ui.wait_for(lambda: "Ranked 3 documents" in ui.text())
+        table = ui.text("#ranking")
         assert "The capital of China is Beijing." in table and "北京是中国的首都。" in table
-        driver.save_screenshot(str(ARTIFACTS / "webui.png"))
-        assert (ARTIFACTS / "webui.png").stat().st_size > 10_000
     finally:
-        if driver is not None:
-            driver.quit()
-        webui.terminate()
-        webui.wait(20)
-        log.close()
+        ui.close()
+
+
+# For each of the first three header cells: does its word sit on one line (not squeezed to
+# "ra / nk")? For the best passage's cell: its box on the page, to compare with the viewport.
+HEADERS_ON_ONE_LINE = """
+const cells = [...document.querySelectorAll('#ranking thead th')].slice(0, 3);
+return cells.map(th => {
+  const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+  let node, lines = 0, text = '';
+  while ((node = walker.nextNode())) {
+    if (!node.textContent.trim()) continue;
+    const range = document.createRange(); range.selectNodeContents(node);
+    const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+    lines += tops.size; text += node.textContent.trim();
+  }
+  return [text, lines];
+});
+"""
+BOX_OF_CELL_WITH = """
+const cell = [...document.querySelectorAll('#ranking tbody td')].find(td => td.innerText.includes(arguments[0]));
+if (!cell) return null;
+const r = cell.getBoundingClientRect();
+return [r.left, r.top, r.right, r.bottom, window.innerWidth, window.innerHeight];
+"""
+
+
+@pytest.mark.browser
+@needs_browser
+def test_browser_long_document_under_chunk_is_readable_and_opens_whole(server):
+    """The WebUI with a long document beside two short ones, strategy chunk, at 1400x1000."""
+    from selenium.webdriver.common.by import By
+
+    body = {"query": "What is the capital of China?", "documents": [LONG_DOCUMENT, "Gravity is a force.", "Paris."]}
+    body["long_document_strategy"] = "chunk"
+    api = httpx.post(server.url + "/v1/rerank", json=body, headers={"Authorization": f"Bearer {API_KEY}"}).json()
+    [long_result] = [r for r in api["results"] if r["index"] == 0]
+    where = long_result["passage"]
+    assert where["chunks"] > 1
+    ui = WebUI(server.url)
+    try:
+        ui.rerank(body["query"], "\n".join(body["documents"]), "chunk")
+        ui.wait_for(lambda: "Ranked 3 documents" in ui.text())
+        table = ui.text("#ranking")
+        assert f"({len(LONG_DOCUMENT):,} characters)" in table, table[:2000]
+        assert LONG_DOCUMENT[1000:1100] not in table  # the document is shortened, not printed whole
+        headers = ui.driver.execute_script(HEADERS_ON_ONE_LINE)
+        assert [h[0] for h in headers] == ["rank", "index", "score"], headers
+        assert all(lines == 1 for _, lines in headers), headers
+        label = f"window {where['chunk'] + 1} of {where['chunks']}"
+        box = ui.driver.execute_script(BOX_OF_CELL_WITH, label)
+        assert box is not None, table[:2000]
+        left, top, right, bottom, width, height = box
+        assert 0 <= left < right <= width and 0 <= top < height, box  # in view, no scrolling
+        ui.driver.save_screenshot(str(ARTIFACTS / "webui.png"))
+
+        cell = [td for td in ui.driver.find_elements(By.CSS_SELECTOR, "#ranking tbody td") if label in td.text][0]
+        cell.click()
+        ui.wait_for(lambda: ui.driver.find_elements(By.CSS_SELECTOR, "#document-view mark#best-passage"))
+        view = ui.driver.find_element(By.CSS_SELECTOR, "#document-view")
+        marked = ui.driver.find_element(By.CSS_SELECTOR, "#document-view mark#best-passage")
+        marked_text = ui.driver.execute_script("return arguments[0].textContent", marked)
+        whole = ui.driver.execute_script("return arguments[0].querySelector('.document').textContent", view)
+        assert marked_text == LONG_DOCUMENT[where["start"] : where["end"]]
+        assert whole == LONG_DOCUMENT
+        ui.driver.execute_script("arguments[0].scrollIntoView()", marked)
+        ui.driver.save_screenshot(str(ARTIFACTS / "webui-document.png"))
+    finally:
+        ui.close()
+
+
+@pytest.mark.browser
+@needs_browser
+def test_browser_status_line_turns_ready_when_the_server_comes_up(live_server):
+    port = free_port()
+    ui = WebUI(f"http://127.0.0.1:{port}")  # nothing listens there yet
+    try:
+        ui.wait_for(lambda: "unreachable" in ui.text("#status"))
+        live_server(port=port)
+        ui.wait_for(lambda: "Ready: model" in ui.text("#status"), timeout=60)  # the timer, no click
+        ui.open()  # a reload asks anew
+        ui.wait_for(lambda: "Ready: model" in ui.text("#status"))
+    finally:
+        ui.close()
 
 
 def _up(url: str) -> bool:
