@@ -10,5 +10,6 @@ bash scripts/fetch-helm.sh   # pinned helm binary for the chart tests
 . .venv/bin/activate
 ruff check server tests scripts webui.py
 ruff format --check server tests scripts webui.py
+PYTHONPATH=scripts lint-imports   # the import contract in pyproject.toml: no circles, no import upwards
 hadolint Dockerfile
 exec python -m pytest "$@"

@@ -9,10 +9,10 @@ from fastapi import FastAPI
 
 from server import __version__
 from server.api_router import router
+from server.cluster import Cluster
 from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
-from server.multiprocess import Cluster
 from server.protocol import RerankRequest
 from server.serving import RerankService
 from server.settings import Settings

@@ -28,6 +28,7 @@ ERROR_STATUS: dict[str, int] = {
     "timeout_error": 504,
 }
 STATUS_TYPE: dict[int, str] = {status: kind for kind, status in ERROR_STATUS.items()}
+CLIENT_CLOSED = 499  # nginx's code for "the client hung up before the answer" (access log, metrics)
 
 
 class ServiceError(Exception):

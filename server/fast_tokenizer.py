@@ -1,7 +1,7 @@
 """Document tokenization at a sixth of the CPU: the Qwen3 tokenizer's own BPE run by tiktoken.
 
 Tokenizing the documents was most of the API process's CPU per document (about 0.5 ms for a
-400-token document with Hugging Face `tokenizers`, 0.08 ms with tiktoken; README, performance).
+400-token document with Hugging Face `tokenizers`, 0.08 ms with tiktoken; docs/performance.md).
 Qwen's vocabulary is a tiktoken-style byte-level BPE: every merge makes the next token id, so
 tiktoken's "merge the lowest-ranked pair" is the same algorithm as the HF tokenizer's merge list.
 `FastEncoder.from_tokenizer` builds the tiktoken encoding from the HF tokenizer's own

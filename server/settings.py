@@ -45,7 +45,7 @@ class Settings(BaseSettings):
         pattern=r"^(auto|nobind|[0-9,\-|]+)$",
         description="CPU only: cores the engine worker's threads are bound to (vLLM's VLLM_CPU_OMP_THREADS_BIND): "
         "auto (vLLM's default: the first cores of a NUMA node, the same ones for every server on the host), "
-        "nobind, or a core list such as 0-7; servers that share a host's cores: nobind (README)",
+        "nobind, or a core list such as 0-7; servers that share a host's cores: nobind (docs/operations.md)",
     )
     data_parallel_size: int = Field(
         1,

@@ -12,24 +12,23 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
-
-from server.serving import RerankService
 
 logger = logging.getLogger("server")
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, service: RerankService, drain_delay: float, config: uvicorn.Config) -> None:
+    def __init__(self, start_draining: Callable[[], None], drain_delay: float, config: uvicorn.Config) -> None:
         super().__init__(config)
-        self.service = service
+        self.start_draining = start_draining  # turns /ready to 503 (RerankService.start_draining)
         self.drain_delay = drain_delay
         self.drain_until: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.service.draining = True
+        self.start_draining()
         if self.drain_until is not None or self.should_exit or self.drain_delay == 0:
             super().handle_exit(sig, frame)
             return

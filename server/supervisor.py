@@ -13,9 +13,9 @@ The supervisor:
 - ends everything and exits 1 when an API process or the engine core exits on its own (a
   restart policy brings the server back whole; no half-working server is left).
 
-Shared between the processes: a ready flag per process, one counter of pairs in the engine (so
---max-pairs-in-flight holds for the server as a whole), and prometheus-client's multiprocess
-directory (one /metrics scrape, on any process, shows them all).
+Shared between the processes (server/cluster.py): a ready flag per process, one counter of pairs
+in the engine (so --max-pairs-in-flight holds for the server as a whole); and prometheus-client's
+multiprocess directory (one /metrics scrape, on any process, shows them all).
 """
 
 from __future__ import annotations
@@ -34,37 +34,16 @@ from multiprocessing.connection import wait
 from types import FrameType
 from typing import Any
 
+from server.cluster import Cluster
+from server.engine import EngineClient
+from server.engine_args import engine_args, set_cpu_threads_bind
+from server.engine_processes import end_if_engine_process_lost, end_process_now
+from server.log import setup_logging
+from server.process import serve
 from server.settings import Settings
 
 logger = logging.getLogger("server")
 POLL_S = 0.5
-
-
-class Cluster:
-    """What the API processes of one server share; made by the supervisor before it starts them
-    (the shared memory travels to each as a process argument)."""
-
-    def __init__(self, count: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.index = -1  # this API process's number, set in each of them
-        self._warmed_up = ctx.RawArray("b", count)  # each process: scored its warm-up
-        self._started = ctx.RawValue("b", 0)  # the supervisor: logged `Engine started.`
-        self.pairs = ctx.Value("q", 0)  # pairs in the engine, all processes together
-
-    def mark_ready(self) -> None:
-        """This API process has scored its warm-up."""
-        self._warmed_up[self.index] = 1
-
-    def all_warmed_up(self) -> bool:
-        return all(self._warmed_up)
-
-    def mark_started(self) -> None:
-        """Every process has scored its warm-up and `Engine started.` is in the log."""
-        self._started.value = 1
-
-    def all_ready(self) -> bool:
-        """What each process's /ready waits for: every process warmed up and the line logged."""
-        return bool(self._started.value)
 
 
 @dataclass
@@ -88,10 +67,6 @@ def api_process_main(listen_address: str, sock: socket.socket, args: ApiProcessA
     socket, around an AsyncLLM client of the supervisor's engine core."""
     import asyncio
 
-    from server.cli import serve
-    from server.engine import EngineClient
-    from server.log import setup_logging
-
     config = dict(client_config)
     index, count = config.pop("client_index"), config.pop("client_count")
     multiprocessing.current_process().name = f"api-{index}"
@@ -104,23 +79,13 @@ def api_process_main(listen_address: str, sock: socket.socket, args: ApiProcessA
     raise SystemExit(code)
 
 
-def bind_socket(settings: Settings) -> socket.socket:
-    """The HTTP listening socket, bound before anything starts (a taken port fails at once)."""
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
 class Supervisor:
     """Starts the engine core and the API processes, watches them, and ends them together."""
 
-    def __init__(self, settings: Settings, count: int) -> None:
+    def __init__(self, settings: Settings, count: int, sock: socket.socket) -> None:
         self.settings = settings
         self.count = count
+        self.sock = sock  # the HTTP socket, bound by server/cli.py before anything started
         self.cluster = Cluster(count)
         self.signals: list[int] = []
         self.starting = True
@@ -141,10 +106,8 @@ class Supervisor:
 
     def watch_start(self) -> None:
         """Until every API process is ready: a lost engine-core or worker process, or a start past
-        --startup-timeout, ends the whole server with exit 1 at once (server/cli.py does the same
-        for one process)."""
-        from server.cli import end_if_engine_process_lost, end_process_now
-
+        --startup-timeout, ends the whole server with exit 1 at once (server/process.py does the
+        same for one process)."""
         deadline = time.monotonic() + self.settings.startup_timeout
         seen: dict[int, str] = {}
         while not self.cluster.all_warmed_up() and not self.signals:
@@ -163,14 +126,12 @@ class Supervisor:
         from vllm.v1.executor import Executor
         from vllm.v1.utils import APIServerProcessManager
 
-        from server.engine import engine_args, set_cpu_threads_bind
-
         settings = self.settings
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
         metrics_dir = tempfile.TemporaryDirectory(prefix="rerank-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name  # inherited by the API processes
-        sock = bind_socket(settings)
+        sock = self.sock
         listen_address = f"http://{settings.host}:{settings.port}"
         set_cpu_threads_bind(settings)
         args = engine_args(settings)
@@ -261,6 +222,6 @@ class Supervisor:
                 self.cluster.mark_started()  # /ready turns 200 after the line, as with one process
 
 
-def run_supervisor(settings: Settings, count: int) -> int:
+def run_supervisor(settings: Settings, count: int, sock: socket.socket) -> int:
     multiprocessing.current_process().name = "supervisor"
-    return Supervisor(settings, count).run()
+    return Supervisor(settings, count, sock).run()

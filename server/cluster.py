@@ -1,0 +1,70 @@
+"""What the API processes of one server share (the bottom floor: imports nothing of server/).
+
+With `--api-processes N` the supervisor (server/supervisor.py) makes one `Cluster` before it
+starts the processes; its shared memory travels to each of them as a process argument. With one
+process there is no Cluster and `PairBudget` counts locally.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from typing import Any
+
+
+class Cluster:
+    """Readiness flags of every API process and the server-wide count of pairs in the engine."""
+
+    def __init__(self, count: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.index = -1  # this API process's number, set in each of them
+        self._warmed_up = ctx.RawArray("b", count)  # each process: scored its warm-up
+        self._started = ctx.RawValue("b", 0)  # the supervisor: logged `Engine started.`
+        self.pairs = ctx.Value("q", 0)  # pairs in the engine, all processes together
+
+    def mark_ready(self) -> None:
+        """This API process has scored its warm-up."""
+        self._warmed_up[self.index] = 1
+
+    def all_warmed_up(self) -> bool:
+        return all(self._warmed_up)
+
+    def mark_started(self) -> None:
+        """Every process has scored its warm-up and `Engine started.` is in the log."""
+        self._started.value = 1
+
+    def all_ready(self) -> bool:
+        """What each process's /ready waits for: every process warmed up and the line logged."""
+        return bool(self._started.value)
+
+
+class PairBudget:
+    """--max-pairs-in-flight for the whole server: pairs in the engine, counted here, or with
+    several API processes in one counter in shared memory that all of them take from."""
+
+    def __init__(self, limit: int, shared: Any = None) -> None:
+        self.limit = limit
+        self._shared = shared  # Cluster.pairs (a multiprocessing Value("q")), or None
+        self._local = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._shared.value if self._shared is not None else self._local
+
+    def try_take(self, n: int) -> bool:
+        if self._shared is None:
+            if self._local + n > self.limit:
+                return False
+            self._local += n
+            return True
+        with self._shared.get_lock():
+            if self._shared.value + n > self.limit:
+                return False
+            self._shared.value += n
+            return True
+
+    def give_back(self, n: int) -> None:
+        if self._shared is None:
+            self._local -= n
+            return
+        with self._shared.get_lock():
+            self._shared.value -= n
