@@ -10,12 +10,16 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
 from starlette.responses import Response
 
-from server.errors import ServiceError, error_response
-from server.middleware import CLIENT_CLOSED
+from server import __version__
+from server.engine_args import api_processes, max_batch_tokens
+from server.errors import CLIENT_CLOSED, ServiceError, describe_validation_errors, error_response
 from server.protocol import ErrorResponse, ModelCard, ModelList, RerankRequest, RerankResponse
+from server.rerank_job import Ranking
 from server.serving import RequestStats, RerankService
+from server.tei_protocol import TeiError, TeiInfo, TeiRank, TeiRerankRequest, is_tei_body, tei_error_response
 
 logger = logging.getLogger("server.api")
 router = APIRouter()
@@ -30,12 +34,11 @@ def json_response(content: Any) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
 
 
-def parse_rerank_request(body: bytes) -> RerankRequest:
+def parse_json(body: bytes) -> Any:
     try:
-        data = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ServiceError("invalid_request_error", f"request body is not valid JSON: {exc}") from None
-    return RerankRequest.model_validate(data)
 
 
 async def _until_disconnected(request: Request) -> None:
@@ -43,13 +46,11 @@ async def _until_disconnected(request: Request) -> None:
         pass
 
 
-async def rerank(request: Request) -> Response:
-    """Score every document against the query; results sorted by relevance_score, highest first."""
-    service: RerankService = request.app.state.service
-    body = parse_rerank_request(await request.body())
+async def score_unless_hung_up(service: RerankService, request: Request, job: Any) -> Ranking | None:
+    """The job's ranking, or None if the client hung up first (its engine requests are aborted)."""
     request_id: str = request.state.request_id
     stats: RequestStats = request.state.stats
-    work = asyncio.create_task(service.rerank(body, request_id, stats))
+    work = asyncio.create_task(service.rerank(job, request_id, stats))
     hangup = asyncio.create_task(_until_disconnected(request))
     try:
         await asyncio.wait((work, hangup), return_when=asyncio.FIRST_COMPLETED)
@@ -60,9 +61,37 @@ async def rerank(request: Request) -> Response:
             with contextlib.suppress(asyncio.CancelledError, ServiceError):
                 await work
             logger.info("client hung up: aborted %d documents of request %s", stats.documents, request_id)
-    if work.cancelled():
+    return None if work.cancelled() else work.result()
+
+
+async def rerank(request: Request) -> Response:
+    """Score every document against the query; results sorted by score, highest first.
+
+    Cohere's shape (`documents`) or TEI's (`texts`, server/tei_protocol.py): one scoring path."""
+    data = parse_json(await request.body())
+    if is_tei_body(data):
+        return await rerank_tei(request, data)
+    body = RerankRequest.model_validate(data)
+    ranking = await score_unless_hung_up(request.app.state.service, request, body.to_job())
+    if ranking is None:
         return Response(status_code=CLIENT_CLOSED)
-    return json_response(work.result())
+    return json_response(body.response(ranking, request.state.request_id, request.app.state.settings.model_name))
+
+
+async def rerank_tei(request: Request, data: Any) -> Response:
+    try:
+        body = TeiRerankRequest.model_validate(data)
+    except ValidationError as exc:
+        return tei_error_response("validation_error", describe_validation_errors(list(exc.errors())))
+    if not body.texts:
+        return tei_error_response("empty", "`texts` cannot be empty")
+    try:
+        ranking = await score_unless_hung_up(request.app.state.service, request, body.to_job())
+    except ServiceError as exc:
+        return tei_error_response(exc.kind, exc.message, exc.headers)
+    if ranking is None:
+        return Response(status_code=CLIENT_CLOSED)
+    return json_response(body.response(ranking))
 
 
 for _path in RERANK_ROUTES:
@@ -71,7 +100,7 @@ for _path in RERANK_ROUTES:
         rerank,
         methods=["POST"],
         summary="Rerank documents by relevance to a query",
-        responses={200: {"model": RerankResponse}, **ERROR_RESPONSES},
+        responses={200: {"model": RerankResponse | list[TeiRank]}, **ERROR_RESPONSES},
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -102,6 +131,26 @@ async def models(request: Request) -> Response:
     settings = request.app.state.settings
     card = ModelCard(id=settings.model_name, max_model_len=settings.max_model_len)
     return json_response(ModelList(data=[card]).model_dump())
+
+
+@router.get(
+    "/info", response_model=TeiInfo, summary="The served model, in TEI's words", responses={503: {"model": TeiError}}
+)
+async def info(request: Request) -> Response:
+    service: RerankService = request.app.state.service
+    settings = service.settings
+    card = TeiInfo(
+        model_id=settings.model_name,
+        model_sha=service.model_sha,
+        model_dtype=service.model_dtype or settings.dtype,
+        max_concurrent_requests=settings.max_pairs_in_flight,
+        max_input_length=settings.max_model_len,
+        max_batch_tokens=max_batch_tokens(settings),
+        max_client_batch_size=settings.max_documents,
+        tokenization_workers=api_processes(settings),
+        version=__version__,
+    )
+    return json_response(card.model_dump())
 
 
 @router.get("/metrics", summary="Prometheus metrics")

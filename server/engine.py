@@ -1,36 +1,24 @@
-"""The vLLM engine: its arguments, its lifetime (`open_engine`), and scoring token-id prompts.
+"""The vLLM engine: its lifetime (`open_engine`) and scoring token-id prompts.
 
 Every (query, document) pair is one engine request; a request's pairs are submitted together so
 that continuous batching packs them. Their shared prefix (system text + instruction + query) is
 computed once: vLLM registers a prompt's full KV blocks in the prefix cache when it schedules
 them, so the pairs scheduled after the first, in the same step or later, read them from there.
-`usage.cached_tokens` shows it (16% of tokens on the benchmark's workload: every full block of
-the prefix, the most block size 32 allows).
-
-Engine defaults chosen for reranking, where every request is one prefill and nothing decodes:
-- steps of 8192 tokens, or --max-model-len if longer (vLLM's server default is 2048 on the CPU
-  and on GPUs under 70 GiB, 8192 on H100/H200: short steps keep decoding requests flowing, and
-  reranking has none). Measured on the CPU, this server alone against 2048: docs/s +20-40% on the
-  overhead-bound benchmark model, no change on the tiny one, whose forward pass dominates; 16384
-  was 8% faster on the first and 13% slower on the second than 8192;
-- on the CPU, KV blocks of 32 tokens: vLLM's CPU default of 128 is longer than the shared
-  prefix (about 60-100 tokens), so no block of it would ever be cached;
-- priority scheduling: every document's prompt has priority 0 (first come, first served, as
-  vLLM's default policy), and window k of a chunked long document has priority k, so a short
-  request sent while a long document is scored does not wait for all of its windows.
+The engine's arguments, chosen for reranking, are in server/engine_args.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from server.engine_args import engine_args, on_cpu, set_cpu_threads_bind
+from server.rerank_job import sigmoid
 from server.settings import Settings
 
 if TYPE_CHECKING:
@@ -38,21 +26,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("server.engine")
 
-GiB = 1024**3
-RERANK_MAX_NUM_BATCHED_TOKENS = 8192
-CPU_RERANK_BLOCK_SIZE = 32
-# The model card's yes/no head as a vLLM sequence classifier (why and how: docs/qwen3-reranker.md).
-QWEN3_RERANKER_HF_OVERRIDES: dict[str, Any] = {
-    "architectures": ["Qwen3ForSequenceClassification"],
-    "classifier_from_token": ["no", "yes"],
-    "is_original_qwen3_reranker": True,
-}
-
 
 @dataclass(frozen=True)
 class Scores:
-    scores: list[float]
+    logits: list[float]  # per prompt: the yes logit minus the no logit (the classifier's raw output)
     cached_tokens: int
+
+    @property
+    def scores(self) -> list[float]:
+        """Per prompt: the probability of "yes" (the model card's score), sigmoid(logit)."""
+        return [sigmoid(x) for x in self.logits]
 
 
 class Engine(Protocol):
@@ -66,70 +49,6 @@ class Engine(Protocol):
     ) -> Scores: ...
 
 
-def on_cpu() -> bool:
-    from vllm.platforms import current_platform
-
-    return current_platform.is_cpu()
-
-
-def cpu_dtype() -> str:
-    """bfloat16 where the CPU computes it natively, float32 elsewhere (always correct)."""
-    import torch
-
-    return "bfloat16" if torch.cpu._is_avx512_bf16_supported() else "float32"
-
-
-def cpu_kv_cache_bytes(settings: Settings) -> int:
-    """A KV cache that fits beside the weights: 1/8 of available memory, between 1 and 16 GiB."""
-    import psutil
-
-    if settings.kv_cache_gib is not None:
-        return int(settings.kv_cache_gib * GiB)
-    available = psutil.virtual_memory().available
-    return int(min(16 * GiB, max(1 * GiB, available // 8)))
-
-
-def engine_args(settings: Settings) -> AsyncEngineArgs:
-    from vllm.engine.arg_utils import AsyncEngineArgs
-
-    kwargs: dict[str, Any] = dict(
-        model=settings.model,
-        served_model_name=settings.model_name,
-        runner="pooling",
-        hf_overrides=QWEN3_RERANKER_HF_OVERRIDES,
-        dtype=settings.dtype,
-        max_model_len=settings.max_model_len,
-        enable_prefix_caching=settings.enable_prefix_caching,
-        enforce_eager=settings.enforce_eager,
-        # vLLM's stats path costs the API process CPU for every pair (README, performance).
-        disable_log_stats=not settings.vllm_metrics,
-        # Equal priorities are first come, first served; the windows of a chunked long document
-        # after its first get lower ones, so that short requests do not wait behind them.
-        scheduling_policy="priority",
-    )
-    kwargs["max_num_batched_tokens"] = settings.max_num_batched_tokens or max(
-        RERANK_MAX_NUM_BATCHED_TOKENS, settings.max_model_len
-    )
-    if settings.block_size is not None:
-        kwargs["block_size"] = settings.block_size
-    if settings.max_num_seqs is not None:
-        kwargs["max_num_seqs"] = settings.max_num_seqs
-    if settings.gpu_memory_utilization is not None:
-        kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
-    if settings.data_parallel_size > 1:
-        if on_cpu():
-            raise ValueError("--data-parallel-size > 1 needs one GPU per engine; this machine runs vLLM on the CPU")
-        kwargs["data_parallel_size"] = settings.data_parallel_size
-    if on_cpu():
-        kwargs.setdefault("block_size", CPU_RERANK_BLOCK_SIZE)
-        if settings.dtype == "auto":
-            kwargs["dtype"] = cpu_dtype()
-        if settings.gpu_memory_utilization is None and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
-            # vLLM's default memory fraction (0.92 of the NUMA node) fails on a shared machine.
-            kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(settings)
-    return AsyncEngineArgs(**kwargs)
-
-
 class VllmEngine:
     """Scores token-id prompts with vLLM's AsyncLLM running the pooling (classify) runner.
 
@@ -138,7 +57,7 @@ class VllmEngine:
     vLLM's per-request input processing (checking every token id against the vocabulary, the
     length against max_model_len, cloning the pooling parameters) is done once, for the
     parameters, at the first request; the prompt builder makes every prompt within those limits.
-    That halved vLLM's share of the API process's CPU per document (README, performance).
+    That halved vLLM's share of the API process's CPU per document (docs/performance.md).
     """
 
     def __init__(self, llm: Any) -> None:
@@ -151,8 +70,18 @@ class VllmEngine:
     def is_dead(self) -> bool:
         return self.llm is None or bool(self.llm.errored)
 
+    @property
+    def dtype(self) -> str | None:
+        """The dtype vLLM runs the model in: float32, bfloat16 or float16."""
+        if self.llm is None:
+            return None
+        return str(self.llm.model_config.dtype).removeprefix("torch.")
+
     async def pooling_params(self) -> Any:
-        """The classify task's PoolingParams, processed by vLLM's own input processor once."""
+        """The classify task's PoolingParams, processed by vLLM's own input processor once.
+
+        Without the activation: the engine returns the logit (yes minus no), from which both the
+        probability and TEI's raw score follow at full precision, also near 0 and 1."""
         if self._params is None:
             from vllm import PoolingParams
             from vllm.inputs.engine import tokens_input
@@ -160,7 +89,7 @@ class VllmEngine:
             processed = self.llm.input_processor.process_inputs(
                 "pooling-params",
                 tokens_input([0]),
-                PoolingParams(task="classify"),
+                PoolingParams(task="classify", use_activation=False),
                 supported_tasks=await self.llm.get_supported_tasks(),
             )
             self._params = processed.pooling_params
@@ -225,20 +154,6 @@ async def _final_output(queue: Any) -> Any:
         out = queue.get_nowait() or await queue.get()
         if out.finished:
             return out
-
-
-def api_processes(settings: Settings) -> int:
-    """--api-processes, or its default: 1 on the CPU (the engine's worker is the limit there),
-    2 on a GPU (one process's ~1 ms of CPU per document caps it near the GPU's rate; README)."""
-    if settings.api_processes is not None:
-        return settings.api_processes
-    return 1 if on_cpu() else 2
-
-
-def set_cpu_threads_bind(settings: Settings) -> None:
-    if settings.cpu_threads_bind is not None:
-        # read by vLLM when it starts the engine's worker processes, which inherit the environment
-        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = settings.cpu_threads_bind
 
 
 @dataclass(frozen=True)

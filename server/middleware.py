@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from server.errors import ServiceError, error_response
+from server.errors import CLIENT_CLOSED, ServiceError, error_response
 from server.metrics import Metrics
 from server.serving import RequestStats
 
@@ -25,9 +25,9 @@ logger = logging.getLogger("server.errors")
 
 # Known routes are metric labels as they are; anything else is "other" (bounded cardinality).
 KNOWN_ROUTES = frozenset(
-    {"/v1/rerank", "/rerank", "/v2/rerank", "/v1/models", "/health", "/ready", "/metrics", "/docs", "/openapi.json"}
+    {"/v1/rerank", "/rerank", "/v2/rerank", "/v1/models", "/info"}
+    | {"/health", "/ready", "/metrics", "/docs", "/openapi.json"}
 )
-CLIENT_CLOSED = 499  # nginx's code for "the client hung up before the answer"
 
 
 def header(scope: Scope, name: bytes) -> str | None:

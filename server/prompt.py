@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from server.fast_tokenizer import FastEncoder
 
@@ -62,8 +62,9 @@ class Prompts:
     `windows` (long_document_strategy "chunk") one per window, document after document."""
 
     token_ids: list[list[int]]
-    truncated: list[bool]  # per document: some of its tail is not scored
+    truncated: list[bool]  # per document: some of it is not scored
     windows: list[list[Window]] | None = None  # chunked: each document's windows, in prompt order
+    doc_budget: int | None = None  # truncate: the most tokens of a document that are scored
 
     @property
     def num_tokens(self) -> int:
@@ -153,14 +154,20 @@ class PromptBuilder:
         documents: list[str],
         instruction: str | None = None,
         max_tokens_per_doc: int | None = None,
+        direction: Literal["right", "left"] = "right",
     ) -> Prompts:
-        """One prompt per document; a document longer than the budget loses its tail (the card)."""
+        """One prompt per document; a document longer than the budget loses its tail (the card),
+        or with direction "left" its beginning (its last tokens are kept). Only the document's own
+        tokens are cut, on a token boundary: never the prefix, instruction, query or suffix."""
         start, doc_budget = self._start_and_budget(query, instruction, max_tokens_per_doc)
         if not documents:
-            return Prompts([], [])
+            return Prompts([], [], doc_budget=doc_budget)
         encoded = self.encode_documents([DOC_TEMPLATE.format(document=d) for d in documents])
-        token_ids = [start + doc[:doc_budget] + self.suffix_ids for doc in encoded]
-        return Prompts(token_ids, [len(doc) > doc_budget for doc in encoded])
+        if direction == "left":
+            token_ids = [start + doc[max(0, len(doc) - doc_budget) :] + self.suffix_ids for doc in encoded]
+        else:
+            token_ids = [start + doc[:doc_budget] + self.suffix_ids for doc in encoded]
+        return Prompts(token_ids, [len(doc) > doc_budget for doc in encoded], doc_budget=doc_budget)
 
     def build_chunked(
         self,

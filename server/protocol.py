@@ -1,4 +1,6 @@
-"""Request and response models of the rerank API (Cohere, Jina and vLLM clients speak it)."""
+"""Request and response models of the rerank API (Cohere, Jina and vLLM clients speak it), and the
+translation between them and the dialect-free `RerankJob` / `Ranking` (server/rerank_job.py).
+TEI's dialect is in server/tei_protocol.py."""
 
 from __future__ import annotations
 
@@ -6,9 +8,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
+from server.rerank_job import Ranking, RerankJob
+
 
 class TextDocument(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """A document as an object: only `text` is scored; the caller's other fields (ids, metadata)
+    come back whole in the result's `document`."""
+
+    model_config = ConfigDict(extra="allow")
     text: StrictStr
 
 
@@ -39,13 +46,6 @@ class RerankRequest(BaseModel):
         None, ge=1, description="chunk: score at most this many windows of a document, the first ones"
     )
 
-    def strategy(self, default: str) -> str:
-        """The long-document strategy: asked for, or implied by max_chunks_per_doc (Cohere's v1
-        SDK sends only that), or the server's default."""
-        if self.long_document_strategy is not None:
-            return self.long_document_strategy
-        return "chunk" if self.max_chunks_per_doc is not None else default
-
     @field_validator("documents", mode="before")
     @classmethod
     def _one_message_per_document(cls, value: Any) -> Any:
@@ -61,8 +61,51 @@ class RerankRequest(BaseModel):
     def texts(self) -> list[str]:
         return [d if isinstance(d, str) else d.text for d in self.documents]
 
+    def to_job(self) -> RerankJob:
+        return RerankJob(
+            query=self.query,
+            texts=self.texts(),
+            instruction=self.instruction,
+            max_tokens_per_doc=self.max_tokens_per_doc,
+            long_document_strategy=self.long_document_strategy,
+            max_chunks_per_doc=self.max_chunks_per_doc,
+            model=self.model,
+        )
+
+    def response(self, ranking: Ranking, request_id: str, model: str) -> dict[str, Any]:
+        """The Cohere-shaped answer: results best first, each with its document as sent (an object
+        keeps every field) unless return_documents is false, when `document` is absent."""
+        results: list[dict[str, Any]] = []
+        for i in ranking.top(self.top_n):
+            result: dict[str, Any] = {"index": i, "relevance_score": ranking.scores[i]}
+            if self.return_documents:
+                doc = self.documents[i]
+                result["document"] = {"text": doc} if isinstance(doc, str) else doc.model_dump()
+            passage = ranking.passages[i]
+            if passage is not None:
+                result["passage"] = {
+                    "start": passage.start,
+                    "end": passage.end,
+                    "chunk": passage.chunk,
+                    "chunks": passage.chunks,
+                }
+            results.append(result)
+        return {
+            "id": request_id,
+            "model": model,
+            "results": results,
+            "usage": {
+                "prompt_tokens": ranking.prompt_tokens,
+                "total_tokens": ranking.prompt_tokens,
+                "cached_tokens": ranking.cached_tokens,
+            },
+        }
+
 
 class RerankDocument(BaseModel):
+    """The document as sent: `text`, and any other fields of an object document."""
+
+    model_config = ConfigDict(extra="allow")
     text: str
 
 

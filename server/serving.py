@@ -1,4 +1,8 @@
-"""The rerank work: readiness, admission, prompt building, scoring, ranking."""
+"""The rerank work: readiness, admission, prompt building, scoring, ranking.
+
+One scoring path for both API dialects: each turns its request into a `RerankJob` and the
+`Ranking` that comes back into its response (server/protocol.py, server/tei_protocol.py).
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,21 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
+from server.cluster import Cluster, PairBudget
 from server.engine import Engine, Scores
 from server.errors import ServiceError
 from server.metrics import Metrics
-from server.multiprocess import Cluster
+from server.model_files import hub_revision
 from server.prompt import PromptBuilder, Prompts, QueryTooLongError, Tokenizer, Window
-from server.protocol import RerankRequest
+from server.rerank_job import Passage, Ranking, RerankJob
 from server.settings import Settings
 
 logger = logging.getLogger("server.serving")
 
-WARMUP_REQUEST = RerankRequest(
+WARMUP_JOB = RerankJob(
     query="What is the capital of China?",
-    documents=["The capital of China is Beijing.", "Gravity pulls objects toward each other."],
+    texts=["The capital of China is Beijing.", "Gravity pulls objects toward each other."],
 )
 
 
@@ -39,39 +43,6 @@ def load_tokenizer(model: str) -> Tokenizer:
     return AutoTokenizer.from_pretrained(model)
 
 
-class PairBudget:
-    """--max-pairs-in-flight for the whole server: pairs in the engine, counted here, or with
-    several API processes in one counter in shared memory that all of them take from."""
-
-    def __init__(self, limit: int, shared: Any = None) -> None:
-        self.limit = limit
-        self._shared = shared  # a multiprocessing Value("q") from the supervisor, or None
-        self._local = 0
-
-    @property
-    def in_flight(self) -> int:
-        return self._shared.value if self._shared is not None else self._local
-
-    def try_take(self, n: int) -> bool:
-        if self._shared is None:
-            if self._local + n > self.limit:
-                return False
-            self._local += n
-            return True
-        with self._shared.get_lock():
-            if self._shared.value + n > self.limit:
-                return False
-            self._shared.value += n
-            return True
-
-    def give_back(self, n: int) -> None:
-        if self._shared is None:
-            self._local -= n
-            return
-        with self._shared.get_lock():
-            self._shared.value -= n
-
-
 class RerankService:
     def __init__(self, settings: Settings, metrics: Metrics, cluster: Cluster | None = None) -> None:
         self.settings = settings
@@ -82,6 +53,12 @@ class RerankService:
         self.warmed_up = False
         self.draining = False  # SIGTERM came: /ready is 503, responses close their connection
         self.pairs = PairBudget(settings.max_pairs_in_flight, cluster.pairs if cluster else None)
+        self.model_sha: str | None = None  # the hub commit of the model's files, if known (GET /info)
+
+    @property
+    def model_dtype(self) -> str | None:
+        """The dtype the engine runs the model in (None before it started)."""
+        return getattr(self.engine, "dtype", None)
 
     @property
     def pairs_in_flight(self) -> int:
@@ -104,9 +81,10 @@ class RerankService:
         if tokenizer is None:
             tokenizer = await asyncio.to_thread(load_tokenizer, self.settings.model)
         self.prompts = PromptBuilder(tokenizer, self.settings.max_model_len)
+        self.model_sha = hub_revision(self.settings.model)
         self.engine = engine
         started = time.perf_counter()
-        await self._rerank(WARMUP_REQUEST, "warmup", RequestStats())
+        await self._rerank(WARMUP_JOB, "warmup", RequestStats())
         self.warmed_up = True
         self.metrics.engine_up.set(1)
         if self.cluster is not None:  # the supervisor says `Engine started.` once all are
@@ -119,35 +97,50 @@ class RerankService:
             time.perf_counter() - started,
         )
 
+    def start_draining(self) -> None:
+        """SIGTERM came: /ready turns 503 and every answer closes its connection."""
+        self.draining = True
+
     def mark_dead(self) -> None:
         self.warmed_up = False
         self.metrics.engine_up.set(0)
 
     # --- requests -------------------------------------------------------------------------
-    async def rerank(self, request: RerankRequest, request_id: str, stats: RequestStats) -> dict[str, Any]:
+    async def rerank(self, job: RerankJob, request_id: str, stats: RequestStats) -> Ranking:
         if not self.can_score:
             raise ServiceError("service_unavailable", "the engine is not ready yet; retry when GET /ready is 200")
-        if request.model is not None and request.model != self.settings.model_name:
+        if job.model is not None and job.model != self.settings.model_name:
             raise ServiceError(
                 "not_found_error",
-                f"model {request.model!r} is not served here; this server serves {self.settings.model_name!r}",
+                f"model {job.model!r} is not served here; this server serves {self.settings.model_name!r}",
             )
-        if len(request.documents) > self.settings.max_documents:
+        if len(job.texts) > self.settings.max_documents:
             self.metrics.rejected.labels("too_many_documents").inc()
             raise ServiceError(
                 "payload_too_large",
-                f"{len(request.documents)} documents in one request; the limit is {self.settings.max_documents}",
+                f"{len(job.texts)} documents in one request; the limit is {self.settings.max_documents}",
             )
-        return await self._rerank(request, request_id, stats)
+        return await self._rerank(job, request_id, stats)
 
-    async def _rerank(self, request: RerankRequest, request_id: str, stats: RequestStats) -> dict[str, Any]:
+    async def _rerank(self, job: RerankJob, request_id: str, stats: RequestStats) -> Ranking:
         assert self.prompts is not None and self.engine is not None
-        texts = request.texts()
-        stats.documents = len(texts)
-        prompts = await asyncio.to_thread(self._build_prompts, request, texts)
+        stats.documents = len(job.texts)
+        prompts = await asyncio.to_thread(self._build_prompts, job)
         stats.tokens = prompts.num_tokens
-        self.metrics.documents.observe(len(texts))
+        self.metrics.documents.observe(len(job.texts))
         self.metrics.tokens.observe(stats.tokens)
+        if job.truncate is False and any(prompts.truncated):
+            self.metrics.rejected.labels("text_too_long").inc()
+            first = prompts.truncated.index(True)
+            if prompts.doc_budget is not None:
+                room = f"at most {prompts.doc_budget} of its tokens fit in the prompt (max_model_len="
+                room += f"{self.settings.max_model_len} less the instruction, query and template)"
+            else:
+                room = "it needs more windows than max_chunks_per_doc allows"
+            raise ServiceError(
+                "validation_error",
+                f"texts[{first}] does not fit: {room}; send truncate: true (or leave it out) to cut it, or shorten it",
+            )
         if len(prompts.token_ids) > self.settings.max_pairs_in_flight:  # only chunking gets here
             self.metrics.rejected.labels("too_many_windows").inc()
             raise ServiceError(
@@ -160,47 +153,32 @@ class RerankService:
         scores = await self._score(prompts.token_ids, request_id, prompts.priorities)
         stats.cached_tokens = scores.cached_tokens
         self.metrics.record_tokens(stats.tokens, scores.cached_tokens)
+        logits, passages = best_windows(scores.logits, prompts.windows)
+        order = sorted(range(len(logits)), key=lambda i: -logits[i])
+        return Ranking(order, logits, passages, stats.tokens, scores.cached_tokens)
 
-        doc_scores, passages = best_windows(scores.scores, prompts.windows)
-        order = sorted(range(len(texts)), key=lambda i: -doc_scores[i])
-        if request.top_n is not None:
-            order = order[: request.top_n]
-        results: list[dict[str, Any]] = []
-        for i in order:
-            result: dict[str, Any] = {"index": i, "relevance_score": doc_scores[i]}
-            if request.return_documents:
-                result["document"] = {"text": texts[i]}
-            if passages[i] is not None:
-                result["passage"] = passages[i]
-            results.append(result)
-        return {
-            "id": request_id,
-            "model": self.settings.model_name,
-            "results": results,
-            "usage": {
-                "prompt_tokens": stats.tokens,
-                "total_tokens": stats.tokens,
-                "cached_tokens": scores.cached_tokens,
-            },
-        }
-
-    def _build_prompts(self, request: RerankRequest, texts: list[str]) -> Prompts:
-        """The request's prompts under its long-document strategy (runs in a worker thread)."""
+    def _build_prompts(self, job: RerankJob) -> Prompts:
+        """The job's prompts under its long-document strategy (runs in a worker thread)."""
         assert self.prompts is not None
         try:
-            if request.strategy(self.settings.long_document_strategy) == "truncate":
-                return self.prompts.build(request.query, texts, request.instruction, request.max_tokens_per_doc)
-            max_chunks = request.max_chunks_per_doc or self.settings.max_chunks_per_doc
+            strategy = job.long_document_strategy
+            if strategy is None:  # Cohere's v1 SDK sends only max_chunks_per_doc
+                strategy = "chunk" if job.max_chunks_per_doc is not None else self.settings.long_document_strategy
+            if strategy == "truncate":
+                return self.prompts.build(
+                    job.query, job.texts, job.instruction, job.max_tokens_per_doc, job.truncation_direction
+                )
+            max_chunks = job.max_chunks_per_doc or self.settings.max_chunks_per_doc
             if max_chunks > self.settings.max_chunks_per_doc:
                 raise ServiceError(
                     "validation_error",
                     f"max_chunks_per_doc: at most {self.settings.max_chunks_per_doc} on this server, got {max_chunks}",
                 )
             return self.prompts.build_chunked(
-                request.query,
-                texts,
-                request.instruction,
-                request.max_tokens_per_doc,
+                job.query,
+                job.texts,
+                job.instruction,
+                job.max_tokens_per_doc,
                 max_chunks,
                 self.settings.chunk_overlap_tokens,
             )
@@ -243,22 +221,20 @@ class RerankService:
             self.metrics.requests_in_flight.dec()
 
 
-def best_windows(
-    scores: list[float], windows: list[list[Window]] | None
-) -> tuple[list[float], list[dict[str, int] | None]]:
+def best_windows(scores: list[float], windows: list[list[Window]] | None) -> tuple[list[float], list[Passage | None]]:
     """Each document's score (the highest of its windows') and, for a document of several
     windows, where the best one lies (the first of equal ones)."""
     if windows is None:
         return scores, [None] * len(scores)
     doc_scores: list[float] = []
-    passages: list[dict[str, int] | None] = []
+    passages: list[Passage | None] = []
     first = 0
     for doc_windows in windows:
         window_scores = scores[first : first + len(doc_windows)]
         best = max(range(len(doc_windows)), key=window_scores.__getitem__)
         doc_scores.append(window_scores[best])
         window = doc_windows[best]
-        passage = {"start": window.start, "end": window.end, "chunk": best, "chunks": len(doc_windows)}
+        passage = Passage(window.start, window.end, best, len(doc_windows))
         passages.append(passage if len(doc_windows) > 1 else None)
         first += len(doc_windows)
     return doc_scores, passages

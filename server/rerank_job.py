@@ -1,0 +1,64 @@
+"""What one rerank request asks the engine to score, and what comes back, in neither API dialect.
+
+Each dialect (Cohere/Jina/vLLM in server/protocol.py, TEI in server/tei_protocol.py) turns its
+request into a `RerankJob` and a `Ranking` into its response; server/serving.py scores jobs only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+Strategy = Literal["truncate", "chunk"]
+Direction = Literal["right", "left"]
+
+
+@dataclass(frozen=True)
+class RerankJob:
+    query: str
+    texts: list[str]
+    instruction: str | None = None
+    max_tokens_per_doc: int | None = None
+    long_document_strategy: Strategy | None = None  # None: the server's --long-document-strategy
+    max_chunks_per_doc: int | None = None  # None: the server's --max-chunks-per-doc
+    # truncate: False refuses a text that does not fit (TEI's truncate: false); None/True cut it
+    truncate: bool | None = None
+    truncation_direction: Direction = "right"  # right: keep a document's start; left: its end
+    model: str | None = None  # if given, must name the served model
+
+
+@dataclass(frozen=True)
+class Passage:
+    """Where the best window of a chunked document lies: `text[start:end]`."""
+
+    start: int
+    end: int
+    chunk: int
+    chunks: int
+
+
+@dataclass
+class Ranking:
+    """Every document's score, best first."""
+
+    order: list[int]  # document indices, highest score first (ties: lower index first)
+    logits: list[float]  # per document (in request order): the yes logit minus the no logit
+    passages: list[Passage | None]  # per document: its best window, if it was chunked into several
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens served from vLLM's prefix cache
+    scores: list[float] = field(init=False)  # per document: the probability of "yes", sigmoid(logit)
+
+    def __post_init__(self) -> None:
+        self.scores = [sigmoid(x) for x in self.logits]
+
+    def top(self, n: int | None) -> list[int]:
+        return self.order if n is None else self.order[:n]
+
+
+def sigmoid(x: float) -> float:
+    """1 / (1 + e^-x) without overflow for any x."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)

@@ -1,0 +1,125 @@
+"""Hugging Face text-embeddings-inference's (TEI) rerank dialect, on the same routes as Cohere's.
+
+A body with `texts` (and no `documents`) is TEI's: `{"query", "texts", "truncate",
+"truncation_direction", "raw_scores", "return_text"}` in, a bare array `[{"index", "score",
+"text"?}]` out, best first, and errors as `{"error": "...", "error_type": "..."}` with the HTTP
+status this server uses for that kind of error. Haystack's HuggingFaceTEIRanker, LlamaIndex's
+TextEmbeddingInference, rerankers' TEI provider, LiteLLM's huggingface/ provider, Dify, RAGFlow,
+Elasticsearch and Milvus speak it. `GET /info` is TEI's description of the served model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from starlette.responses import Response
+
+from server.errors import ERROR_STATUS
+from server.rerank_job import Ranking, RerankJob
+
+# this server's error kind -> TEI's error_type
+TEI_ERROR_TYPE: dict[str, str] = {
+    "invalid_request_error": "Validation",
+    "authentication_error": "Validation",
+    "not_found_error": "Validation",
+    "method_not_allowed": "Validation",
+    "payload_too_large": "Validation",
+    "validation_error": "Validation",
+    "empty": "Empty",
+    "overloaded_error": "Overloaded",
+    "internal_error": "Backend",
+    "service_unavailable": "Unhealthy",
+    "timeout_error": "Backend",
+}
+
+
+def is_tei_body(data: Any) -> bool:
+    """TEI's shape is told apart by its `texts` field (Cohere, Jina and vLLM send `documents`)."""
+    return isinstance(data, dict) and "texts" in data and "documents" not in data
+
+
+class TeiRerankRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    query: StrictStr = Field(min_length=1, description="the search query")
+    texts: list[StrictStr] = Field(description="the candidates, as strings")
+    truncate: StrictBool | None = Field(
+        None, description="true or absent: a text that does not fit is cut; false: it is refused (422)"
+    )
+    truncation_direction: Literal["right", "left"] = Field(
+        "right", description="Right: keep a long text's start (the model card); Left: keep its end"
+    )
+    raw_scores: StrictBool = Field(False, description="score is the logit log(p / (1 - p)) instead of p")
+    return_text: StrictBool = Field(False, description="echo each text in its entry")
+    top_n: StrictInt | None = Field(None, ge=1, description="return only the best n (Elasticsearch sends it)")
+    model: StrictStr | None = Field(None, description="ignored, as TEI does (it serves one model)")
+    # this server's own fields, as in the Cohere shape
+    instruction: StrictStr | None = Field(None, min_length=1)
+    max_tokens_per_doc: StrictInt | None = Field(None, ge=1)
+    long_document_strategy: Literal["truncate", "chunk"] | None = None
+    max_chunks_per_doc: StrictInt | None = Field(None, ge=1)
+
+    @field_validator("truncation_direction", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    def to_job(self) -> RerankJob:
+        return RerankJob(
+            query=self.query,
+            texts=self.texts,
+            instruction=self.instruction,
+            max_tokens_per_doc=self.max_tokens_per_doc,
+            long_document_strategy=self.long_document_strategy,
+            max_chunks_per_doc=self.max_chunks_per_doc,
+            truncate=self.truncate,
+            truncation_direction=self.truncation_direction,
+        )
+
+    def response(self, ranking: Ranking) -> list[dict[str, Any]]:
+        scores = ranking.logits if self.raw_scores else ranking.scores
+        out: list[dict[str, Any]] = []
+        for i in ranking.top(self.top_n):
+            entry: dict[str, Any] = {"index": i, "score": scores[i]}
+            if self.return_text:
+                entry["text"] = self.texts[i]
+            out.append(entry)
+        return out
+
+
+class TeiRank(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
+
+
+class TeiError(BaseModel):
+    error: str
+    error_type: str
+
+
+class TeiInfo(BaseModel):
+    """`GET /info`, TEI's fields with this server's values."""
+
+    model_id: str
+    model_sha: str | None
+    model_dtype: str
+    model_type: dict[str, Any] = Field(
+        default_factory=lambda: {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}}
+    )
+    max_concurrent_requests: int = Field(description="pairs in the engine at once (--max-pairs-in-flight)")
+    max_input_length: int = Field(description="tokens of one prompt (--max-model-len)")
+    max_batch_tokens: int = Field(description="tokens of one engine step")
+    max_batch_requests: int | None = None
+    max_client_batch_size: int = Field(description="texts in one request (--max-documents)")
+    auto_truncate: bool = True
+    tokenization_workers: int = Field(description="processes that tokenize (--api-processes)")
+    version: str
+
+
+def tei_error_response(kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    status = 422 if kind == "empty" else ERROR_STATUS[kind]
+    body = orjson.dumps({"error": message, "error_type": TEI_ERROR_TYPE.get(kind, "Backend")})
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
