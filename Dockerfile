@@ -4,6 +4,7 @@
 #   CPU:           docker build --build-arg VARIANT=cpu -t qwen3-rerank:cpu .
 #   Weights baked in (no internet at run time): add --build-arg BAKE_MODEL=Qwen/Qwen3-Reranker-0.6B
 # Run: docker run --gpus all -p 8000:8000 -v hf-cache:/home/rerank/.cache/huggingface qwen3-rerank [flags]
+# (as uid 1000, whoever owns a bind-mounted /workspace: scripts/docker-entrypoint.sh)
 # Flags and RERANK_* variables pass through to `python -m server` (see --help).
 ARG VARIANT=gpu
 
@@ -47,4 +48,9 @@ RUN bash /opt/rerank/scripts/bake-model.sh "$BAKE_MODEL"
 WORKDIR /workspace
 EXPOSE 8000 7860
 HEALTHCHECK --interval=15s --timeout=5s --start-period=900s --retries=3 CMD ["python3", "/opt/rerank/scripts/healthcheck.py"]
-ENTRYPOINT ["python3", "-m", "server"]
+# The entrypoint starts as root only to make a bind-mounted /workspace writable for uid 1000 (whoever
+# owns ./workspace on the host), then drops to uid 1000 before the server starts
+# (scripts/docker-entrypoint.sh); `docker run --user UID` skips that and runs as UID.
+# hadolint ignore=DL3002
+USER 0:0
+ENTRYPOINT ["/opt/rerank/scripts/docker-entrypoint.sh", "python3", "-m", "server"]

@@ -28,9 +28,10 @@ def test_dockerfile_lints_clean_with_hadolint():
 
 
 def test_the_image_runs_python_m_server_like_the_process_tests():
-    """test_process.py starts the server with the same command as the image's ENTRYPOINT."""
+    """test_process.py starts the server with the same command as the image's ENTRYPOINT, which runs
+    it through scripts/docker-entrypoint.sh (tests/test_first_run.py)."""
     [entrypoint] = re.findall(r"^ENTRYPOINT (.+)$", DOCKERFILE, re.M)
-    assert json.loads(entrypoint) == ["python3", *ENTRYPOINT[1:]]
+    assert json.loads(entrypoint) == ["/opt/rerank/scripts/docker-entrypoint.sh", "python3", *ENTRYPOINT[1:]]
     stages = re.findall(r"^FROM (\S+) AS ([\w-]+)$", DOCKERFILE, re.M)
     assert stages == [
         ("vllm/vllm-openai:v0.32.0", "base-gpu"),
