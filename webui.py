@@ -19,8 +19,9 @@ TIMEOUT_S = 120.0
 STATUS_TIMEOUT_S = 3.0  # the status line never waits long for a server that does not answer
 STATUS_REFRESH_S = 5.0
 COLUMNS = ["rank", "index", "score", "document", "best passage"]
-# rank, index and score at their natural width; the text columns share the rest
-COLUMN_WIDTHS = ["64px", "64px", "84px", "50%", "50%"]
+# rank, index and score at their natural width; the text columns share the rest (all of it fits
+# the results column at 1400 px: no horizontal scrolling)
+COLUMN_WIDTHS = ["8%", "8%", "10%", "37%", "37%"]
 STRATEGIES = ["truncate", "chunk"]
 DOCUMENT_CHARS = 160  # a document in the table: its first characters, then its length
 PASSAGE_CHARS = 200  # the best passage in the table: its first characters
@@ -160,7 +161,7 @@ def document_view(row: list[Any]) -> str:
     note = f"<p>Best passage: window {where['chunk'] + 1} of {where['chunks']}, characters {start:,}-{end:,}</p>"
     body = (
         html.escape(document[:start])
-        + f"<mark id='best-passage'>{html.escape(document[start:end])}</mark>"
+        + f"<mark class='best-passage'>{html.escape(document[start:end])}</mark>"
         + html.escape(document[end:])
     )
     return f"{head}{note}<div class='document'>{body}</div>"
@@ -195,12 +196,16 @@ def build_ui(client: RerankClient):  # noqa: ANN201
         row = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
         return document_view(rows[row]) if rows and 0 <= row < len(rows) else ""
 
+    # Gradio finds the event by the parameter's annotation, a string under `from __future__ import
+    # annotations` that it cannot resolve here (gradio is imported in this function): give it the class.
+    on_select.__annotations__["evt"] = gr.SelectData
+
     with gr.Blocks(title="Qwen3 Reranker") as demo:
         gr.Markdown("# Qwen3 Reranker\nRank documents by relevance to a query with the rerank server.")
         status = gr.Markdown("Asking the server…", elem_id="status")
         results = gr.State([])
         with gr.Row():
-            with gr.Column(scale=2):
+            with gr.Column(scale=1):
                 query = gr.Textbox(label="Query", placeholder="What is the capital of China?")
                 documents = gr.Textbox(label="Documents (one per line)", lines=8)
                 instruction = gr.Textbox(label="Instruction (optional)", placeholder="default: web search")
@@ -213,7 +218,7 @@ def build_ui(client: RerankClient):  # noqa: ANN201
                     "chunk: score it as overlapping windows, keep the best, and show that passage",
                 )
                 submit = gr.Button("Rerank", variant="primary")
-            with gr.Column(scale=3):
+            with gr.Column(scale=2):
                 message = gr.Markdown()
                 table = gr.Dataframe(
                     headers=COLUMNS,
