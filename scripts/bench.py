@@ -12,6 +12,8 @@ vLLM's own rerank server on the same model files and engine flags.
     python scripts/bench.py compare --model models/micro --requests 200 --rounds 3 --api-processes 1,2
     # this server alone, long documents (2-10 windows each) with long_document_strategy truncate vs chunk
     python scripts/bench.py long --model models/tiny --max-model-len 1024 --requests 20 --min-docs 3 --max-docs 6
+    # this server with the score cache on and off: repeated requests, a Zipf query stream, nothing repeated
+    python scripts/bench.py cache --model models/micro --requests 80 --rounds 3
 
 Workload (seeded, repeatable): queries of 10-30 tokens, documents of 100-500 tokens, 20-100
 documents a request. Reports docs/s, requests/s, p50/p95/p99 latency, errors and the
@@ -31,8 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # rerank_bench, beside this file
 
 from rerank_bench import workloads  # noqa: E402
-from rerank_bench.load import Result, run_load  # noqa: E402
-from rerank_bench.report import long_report, report  # noqa: E402
+from rerank_bench.load import Result, run_load, score_cache_counters  # noqa: E402
+from rerank_bench.report import cache_report, long_report, report  # noqa: E402
 from rerank_bench.servers import check_same_scores, start_servers, stop  # noqa: E402
 
 
@@ -90,10 +92,46 @@ def long_documents(args: argparse.Namespace) -> dict:
     return long_report(rounds, args)
 
 
+def cache(args: argparse.Namespace) -> dict:
+    """This server with the score cache on (its default) and off (--score-cache-size 0), side by
+    side: repeated requests, a Zipf query stream, and nothing repeated (what the lookup costs)."""
+    docs, doc_tokens = (args.min_docs, args.max_docs), (args.min_doc_tokens, args.max_doc_tokens)
+    specs = [("ours", 1, "cache-on", []), ("ours", 1, "cache-off", ["--score-cache-size", "0"])]
+    rounds: dict[tuple[str, str], list[Result]] = {}
+    hit_ratios: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="rerank-bench-") as tmp:
+        servers = start_servers(args, Path(tmp), specs)
+        try:
+            warmup = workloads.search(max(4, args.concurrency), args.seed, docs, doc_tokens)
+            for _, url in servers.values():
+                asyncio.run(run_load(url, warmup, args.concurrency, "warm-up"))
+            for r in range(args.rounds):
+                seed = args.seed + 1000 * (r + 1)  # fresh requests every round: nothing cached from before
+                round_workloads = {
+                    "repeat": workloads.repeat(args.requests // args.repeats, args.repeats, seed, docs, doc_tokens),
+                    "zipf": workloads.zipf(args.requests, args.zipf_queries, seed + 1, docs, doc_tokens),
+                    "unique": workloads.search(args.requests, seed + 2, docs, doc_tokens),
+                }
+                for name, workload in round_workloads.items():
+                    for tag in ("cache-on", "cache-off") if r % 2 == 0 else ("cache-off", "cache-on"):
+                        proc, url = servers[tag]
+                        before = asyncio.run(score_cache_counters(url))
+                        res = asyncio.run(run_load(url, workload, args.concurrency, tag, pid=proc.pid))
+                        after = asyncio.run(score_cache_counters(url))
+                        rounds.setdefault((name, tag), []).append(res)
+                        if tag == "cache-on" and before and after:
+                            hits, misses = after[0] - before[0], after[1] - before[1]
+                            hit_ratios.setdefault(name, []).append(hits / (hits + misses) if hits + misses else 0.0)
+                        print(f"round {r + 1} {name} {tag}: {res.summary()}", flush=True)
+        finally:
+            stop(servers)
+    return cache_report(rounds, hit_ratios, args)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("run", "compare", "long"):
+    for name in ("run", "compare", "long", "cache"):
         p = sub.add_parser(name)
         p.add_argument("--requests", type=int, default=100)
         p.add_argument("--concurrency", type=int, default=8)
@@ -128,6 +166,8 @@ def main() -> None:
                 "--api-processes N, vLLM's --api-server-count N)",
             )
             p.add_argument("--kv-cache-gib", type=int, default=4, help="CPU: KV cache of each server")
+            p.add_argument("--repeats", type=int, default=4, help="cache: times each request of `repeat` is sent")
+            p.add_argument("--zipf-queries", type=int, default=50, help="cache: distinct queries of `zipf`")
             p.add_argument("--gpu-memory-utilization", type=float, default=0.4, help="GPU: each server's share")
     args = parser.parse_args()
     if args.command == "run":
@@ -139,6 +179,8 @@ def main() -> None:
             Path(args.json).write_text(json.dumps(result.summary(), indent=2))
     elif args.command == "long":
         long_documents(args)
+    elif args.command == "cache":
+        cache(args)
     else:
         compare(args)
 

@@ -54,6 +54,21 @@ class Metrics:
         self.pairs_in_flight = Gauge(
             "rerank_pairs_in_flight", "(query, document) pairs in the engine", registry=r, multiprocess_mode="livesum"
         )
+        self.score_cache_hits = Counter(
+            "rerank_score_cache_hits", "pairs answered from the score cache (this process's or Redis)", registry=r
+        )
+        self.score_cache_misses = Counter(
+            "rerank_score_cache_misses", "pairs the score cache did not have (scored by the engine)", registry=r
+        )
+        self.score_cache_errors = Counter(
+            "rerank_score_cache_errors", "Redis calls of the score cache that failed or timed out", registry=r
+        )
+        self.score_cache_entries = Gauge(
+            "rerank_score_cache_entries",
+            "pairs held in the in-process score cache",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.rejected = Counter("rerank_rejected_requests", "requests refused, by reason", ["reason"], registry=r)
         self.engine_up = Gauge(
             "rerank_engine_up", "1 when the engine is ready to score", registry=r, multiprocess_mode="livemin"

@@ -1,7 +1,9 @@
-"""What is known of the served model's files without loading them: the hub revision they came from."""
+"""What is known of the served model's files without loading them: the hub revision they came from,
+and an identity that changes whenever the weights do."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -27,3 +29,46 @@ def hub_revision(model: str) -> str | None:
     except OSError:
         return None
     return commit if COMMIT.match(commit) else None
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+CHUNK = 1 << 20
+
+
+def model_dir(model: str) -> Path | None:
+    """The directory of the model's files: `model` itself, or the hub cache's snapshot of it."""
+    path = Path(model)
+    if path.is_dir():
+        return path.resolve()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception:
+        return None
+
+
+def weights_identity(model: str) -> bytes:
+    """What changes whenever the weights do (the score cache's model identity), never the path or
+    the served name alone: for a hub snapshot its commit and its files' sizes; for any other
+    directory a BLAKE2b hash of its weight files' and config.json's contents (about a second per
+    GB, once at start-up)."""
+    directory = model_dir(model)
+    if directory is None:
+        raise FileNotFoundError(f"no local files for model {model!r}")
+    digest = hashlib.blake2b(digest_size=32)
+    files = sorted(
+        p for p in directory.iterdir() if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name == "config.json")
+    )
+    commit = hub_revision(str(directory))
+    if commit is not None:
+        digest.update(f"hub:{commit}".encode())
+        for p in files:
+            digest.update(f"{p.name}:{p.stat().st_size}".encode())
+        return digest.digest()
+    for p in files:
+        digest.update(f"{p.name}:".encode())
+        with open(p, "rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+    return digest.digest()

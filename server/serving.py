@@ -15,9 +15,10 @@ from server.cluster import Cluster, PairBudget
 from server.engine import Engine, Scores
 from server.errors import ServiceError
 from server.metrics import Metrics
-from server.model_files import hub_revision
+from server.model_files import hub_revision, weights_identity
 from server.prompt import PromptBuilder, Prompts, QueryTooLongError, Tokenizer, Window
 from server.rerank_job import Passage, Ranking, RerankJob
+from server.score_cache import ScoreCache, score_through
 from server.settings import Settings
 
 logger = logging.getLogger("server.serving")
@@ -54,6 +55,7 @@ class RerankService:
         self.draining = False  # SIGTERM came: /ready is 503, responses close their connection
         self.pairs = PairBudget(settings.max_pairs_in_flight, cluster.pairs if cluster else None)
         self.model_sha: str | None = None  # the hub commit of the model's files, if known (GET /info)
+        self.score_cache: ScoreCache | None = None  # made at start, once the weights' identity is known
 
     @property
     def model_dtype(self) -> str | None:
@@ -83,6 +85,8 @@ class RerankService:
         self.prompts = PromptBuilder(tokenizer, self.settings.max_model_len)
         self.model_sha = hub_revision(self.settings.model)
         self.engine = engine
+        if self.settings.score_cache_size > 0:
+            self.score_cache = await asyncio.to_thread(self._make_score_cache)
         started = time.perf_counter()
         await self._rerank(WARMUP_JOB, "warmup", RequestStats())
         self.warmed_up = True
@@ -96,6 +100,31 @@ class RerankService:
             self.settings.model_name,
             time.perf_counter() - started,
         )
+
+    def _make_score_cache(self) -> ScoreCache | None:
+        """The score cache, keyed on the weights' identity and the dtype the engine runs."""
+        started = time.perf_counter()
+        try:
+            weights = weights_identity(self.settings.model)
+        except OSError as exc:
+            logger.warning("score cache off: the model's files cannot be read to identify them (%s)", exc)
+            return None
+        dtype = self.model_dtype or self.settings.dtype
+        url = self.settings.score_cache_url
+        cache = ScoreCache(
+            self.settings.score_cache_size,
+            weights + dtype.encode(),
+            url.get_secret_value() if url is not None else None,
+            self.settings.score_cache_ttl,
+            on_error=self.metrics.score_cache_errors.inc,
+        )
+        logger.info(
+            "score cache: %d entries in this process%s; weights identified in %.2fs",
+            self.settings.score_cache_size,
+            ", shared through Redis" if url is not None else "",
+            time.perf_counter() - started,
+        )
+        return cache
 
     def start_draining(self) -> None:
         """SIGTERM came: /ready turns 503 and every answer closes its connection."""
@@ -150,12 +179,31 @@ class RerankService:
                 "max_chunks_per_doc",
             )
 
-        scores = await self._score(prompts.token_ids, request_id, prompts.priorities)
-        stats.cached_tokens = scores.cached_tokens
-        self.metrics.record_tokens(stats.tokens, scores.cached_tokens)
-        logits, passages = best_windows(scores.logits, prompts.windows)
+        pair_logits, cached_tokens = await self._score_pairs(prompts, request_id)
+        stats.cached_tokens = cached_tokens
+        self.metrics.record_tokens(stats.tokens, cached_tokens)
+        logits, passages = best_windows(pair_logits, prompts.windows)
         order = sorted(range(len(logits)), key=lambda i: -logits[i])
-        return Ranking(order, logits, passages, stats.tokens, scores.cached_tokens)
+        return Ranking(order, logits, passages, stats.tokens, cached_tokens)
+
+    async def _score_pairs(self, prompts: Prompts, request_id: str) -> tuple[list[float], int]:
+        """Every prompt's logit and the prompt tokens not computed anew: through the score cache
+        when there is one (a cached pair's tokens all count as cached), else all by the engine."""
+        if self.score_cache is None or request_id == "warmup":  # the warm-up must reach the engine
+            scores = await self._score(prompts.token_ids, request_id, prompts.priorities)
+            return scores.logits, scores.cached_tokens
+
+        async def engine(token_ids: list[list[int]], priorities: list[int] | None) -> tuple[list[float], int]:
+            scores = await self._score(token_ids, request_id, priorities)
+            return scores.logits, scores.cached_tokens
+
+        logits, scored, cached_tokens = await score_through(
+            self.score_cache, prompts.token_ids, prompts.priorities, engine
+        )
+        self.metrics.score_cache_hits.inc(len(logits) - scored)
+        self.metrics.score_cache_misses.inc(scored)
+        self.metrics.score_cache_entries.set(self.score_cache.entries)
+        return logits, cached_tokens
 
     def _build_prompts(self, job: RerankJob) -> Prompts:
         """The job's prompts under its long-document strategy (runs in a worker thread)."""

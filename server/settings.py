@@ -72,6 +72,20 @@ class Settings(BaseSettings):
         None, ge=0, description="chunk strategy: tokens shared by neighbouring windows (default 1/8 of the window)"
     )
 
+    # --- score cache ----------------------------------------------------------------------
+    score_cache_size: int = Field(
+        200_000,
+        ge=0,
+        description="pairs whose scores this process keeps (least recently used evicted; about 45 MiB at the "
+        "default); a repeated (instruction, query, document) costs no engine time; 0 turns the cache off",
+    )
+    score_cache_url: SecretStr | None = Field(
+        None,
+        description="redis://[:password@]host:port/db (or rediss://): a Redis or Valkey that every API process "
+        "and replica shares, behind the in-process cache (default: none)",
+    )
+    score_cache_ttl: int = Field(86400, ge=1, description="seconds a score lives in the shared Redis cache")
+
     # --- HTTP -----------------------------------------------------------------------------
     host: str = Field("0.0.0.0", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="port to bind")
@@ -123,6 +137,18 @@ class Settings(BaseSettings):
             value = [value]
         if isinstance(value, list | tuple):
             return [k.strip() for item in value for k in str(item).split(",") if k.strip()]
+        return value
+
+    @field_validator("score_cache_url", mode="before")
+    @classmethod
+    def _no_url_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("score_cache_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
     @field_validator("log_file", mode="before")

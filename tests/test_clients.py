@@ -126,7 +126,7 @@ def test_rerankers_api_ranker(clients_python, server, client, provider, path):
     code = f"""
     from rerankers import Reranker
 
-    ranker = Reranker(MODEL, model_type="api", api_provider={provider!r}, api_key=KEY, url=URL + {path!r})
+    ranker = Reranker(MODEL, model_type="APIRanker", api_provider={provider!r}, api_key=KEY, url=URL + {path!r})
     ranked = ranker.rank(query=QUERY, docs=DOCS, doc_ids=list(range(len(DOCS))))
     print(json.dumps([[r.document.doc_id, r.score] for r in ranked.results]))
     """

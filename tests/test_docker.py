@@ -66,6 +66,9 @@ def test_compose_file_is_valid_and_wires_the_services():
     assert webui["depends_on"]["reranker"]["condition"] == "service_healthy"
     assert webui["command"][:2] == ["--server-url", "http://reranker:8000"]
     assert (ROOT / ".env.example").exists()
+    assert "RERANK_SCORE_CACHE_URL" in reranker["environment"]
+    redis = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["redis"]
+    assert redis["profiles"] == ["cache"] and "redis-server" in redis["command"]  # only with --profile cache
 
 
 def _volumes(service: dict) -> list:

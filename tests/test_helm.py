@@ -240,6 +240,25 @@ def test_api_key_comes_from_a_secret_and_never_appears_in_plain_text(helm):
     assert "RERANK_API_KEY" not in env_of(container(render(helm)))
 
 
+def test_score_cache_settings_and_its_url_from_a_secret(helm, monkeypatch):
+    docs = render(
+        helm, None, "scoreCache.size=50000", "scoreCache.ttl=3600", "scoreCache.url.existingSecret=reranker-redis"
+    )
+    env = env_of(container(docs))
+    assert env["RERANK_SCORE_CACHE_SIZE"] == "50000" and env["RERANK_SCORE_CACHE_TTL"] == "3600"
+    assert env["RERANK_SCORE_CACHE_URL"] == {"secretKeyRef": {"name": "reranker-redis", "key": "url"}}
+    for doc in docs:
+        validate(doc)
+    plain = env_of(container(render(helm)))
+    assert not {"RERANK_SCORE_CACHE_SIZE", "RERANK_SCORE_CACHE_TTL", "RERANK_SCORE_CACHE_URL"} & set(plain)
+    assert "scoreCache" in render_error(helm, "scoreCache.size=-1")
+    from server.settings import Settings
+
+    monkeypatch.setenv("RERANK_SCORE_CACHE_SIZE", env["RERANK_SCORE_CACHE_SIZE"])
+    monkeypatch.setenv("RERANK_SCORE_CACHE_TTL", env["RERANK_SCORE_CACHE_TTL"])
+    assert (Settings.from_env().score_cache_size, Settings.from_env().score_cache_ttl) == (50000, 3600)
+
+
 @pytest.mark.parametrize("values", VALUE_SETS, ids=value_set_id)
 def test_the_server_accepts_the_rendered_settings(helm, values, monkeypatch):
     from server.settings import Settings

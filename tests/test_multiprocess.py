@@ -32,10 +32,10 @@ def ranked(response: httpx.Response) -> list[tuple[int, float]]:
 
 
 @pytest.mark.engine
-def test_two_api_processes_serve_one_engine(tiny_model: Path, tmp_path: Path):
+def test_two_api_processes_serve_one_engine(tiny_model: Path, tmp_path: Path, redis_server):
     (tmp_path / "two").mkdir()
     (tmp_path / "one").mkdir()
-    two = ServerProcess(tiny_model, tmp_path / "two", (*TWO, "--vllm-metrics"))
+    two = ServerProcess(tiny_model, tmp_path / "two", (*TWO, "--vllm-metrics", "--score-cache-url", redis_server.url))
     one = ServerProcess(tiny_model, tmp_path / "one", SHARED_HOST_FLAGS)
     try:
         two.wait_ready(600)
@@ -68,16 +68,33 @@ def test_two_api_processes_serve_one_engine(tiny_model: Path, tmp_path: Path):
             assert got.keys() == want.keys() == set(range(len(body["documents"])))
             assert max(abs(got[i] - want[i]) for i in want) <= 1e-6
 
+        # The score cache on one Redis: a request that one process scored, the other answers from
+        # Redis (its own cache never saw it): the engine sees each pair once for both.
+        fresh = {"query": "Which process scored this?", "documents": ["one pair", "another pair", "a third"]}
+        misses = two.metric("rerank_score_cache_misses_total")
+        first = httpx.post(two.url + "/v1/rerank", json=fresh, timeout=120)
+        repeats: Counter[str] = Counter()
+        for _ in range(200):
+            r = httpx.post(two.url + "/v1/rerank", json=fresh, timeout=120)
+            assert ranked(r) == ranked(first)
+            repeats[r.headers["x-rerank-process"]] += 1
+            if r.headers["x-rerank-process"] != first.headers["x-rerank-process"]:
+                break
+        assert len(repeats | Counter([first.headers["x-rerank-process"]])) == 2, repeats
+        assert two.metric("rerank_score_cache_misses_total") == misses + 3, "the other process scored it again"
+
         # Any process's scrape counts the rerank requests of both.
-        sent = sum(answered_by.values()) + 3
+        sent = sum(answered_by.values()) + 3 + 1 + sum(repeats.values())
         for _ in range(4):
             assert two.metric("rerank_requests_total", route="/v1/rerank", status="200") == sent
         assert two.metric("rerank_engine_up") == 1
         assert two.metric("rerank_pairs_in_flight") == 0
         assert two.metric("rerank_prompt_tokens_total") > 0
-        # --vllm-metrics: vLLM's own engine metrics too, every process's engine requests (pairs,
-        # warm-ups included) in one scrape; without it (the default), none.
-        assert two.metric("vllm:request_success_total") >= 3 * sum(answered_by.values())
+        # --vllm-metrics: vLLM's own engine metrics too, every process's engine requests (pairs the
+        # score cache did not have, and the warm-ups) in one scrape; without it (the default), none.
+        scored = two.metric("rerank_score_cache_misses_total")
+        assert scored >= 3 + 3  # QUERY and `fresh`, at least (both processes scored)
+        assert two.metric("vllm:request_success_total") >= scored + 2 * 2
         assert "vllm:" not in httpx.get(one.url + "/metrics", timeout=10).text
 
         two.proc.send_signal(signal.SIGTERM)

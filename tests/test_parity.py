@@ -79,3 +79,20 @@ def test_bf16_scores_within_1e_2_of_the_cards(bf16_server, card):
     with bf16_server.client() as client:
         got = server_scores(client, QUERY, DOCS)
     assert_close(got, card.scores(QUERY, DOCS), 1e-2)
+
+
+@pytest.mark.engine
+def test_another_dtype_never_hits_the_shared_score_cache(server, bf16_server, redis_server, live_server, engine):
+    """fp32 and bf16 engines on one Redis: neither is served the other's scores."""
+    fp32 = live_server(score_cache_size=1000, score_cache_url=redis_server.url)
+    body = {"query": QUERY, "documents": [f"dtype check {d}" for d in DOCS]}
+    with fp32.client() as client:
+        assert client.post("/v1/rerank", json=body).status_code == 200
+    bf16 = live_server(
+        engine_override=bf16_server.service.engine, score_cache_size=1000, score_cache_url=redis_server.url
+    )
+    assert bf16.service.score_cache.identity.endswith(b"bfloat16")
+    with bf16.client() as client:
+        before = bf16.service.metrics.score_cache_misses._value.get()
+        assert client.post("/v1/rerank", json=body).status_code == 200
+        assert bf16.service.metrics.score_cache_misses._value.get() == before + len(DOCS)

@@ -177,3 +177,17 @@ async def vllm_cache_counters(url: str) -> tuple[float, float] | None:
     if not hits or not queries:
         return None
     return sum(map(float, hits)), sum(map(float, queries))
+
+
+async def score_cache_counters(url: str) -> tuple[float, float] | None:
+    """(hits, misses) of this server's score cache, in pairs, from its /metrics page."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
+            text = await response.text()
+    except aiohttp.ClientError:
+        return None
+    hits = re.findall(r"^rerank_score_cache_hits_total (\S+)$", text, re.M)
+    misses = re.findall(r"^rerank_score_cache_misses_total (\S+)$", text, re.M)
+    return (float(hits[0]), float(misses[0])) if hits and misses else (0.0, 0.0)

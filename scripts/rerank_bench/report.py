@@ -95,3 +95,36 @@ def long_report(rounds: dict[str, list[Result]], args: argparse.Namespace) -> di
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return out
+
+
+def cache_report(rounds: dict[tuple[str, str], list[Result]], hit_ratios: dict[str, list[float]], args) -> dict:  # noqa: ANN001
+    """bench.py cache: each workload with the score cache on and off, median rounds and ratios."""
+    print(
+        f"\nmodel {args.model}, {args.requests} requests a workload x {args.rounds} rounds, concurrency "
+        f"{args.concurrency}; repeat: each request {args.repeats} times in turn; zipf: {args.zipf_queries} distinct "
+        "queries, exponent 1.1; median round by docs/s"
+    )
+    print("| workload | cache | docs/s | p50 ms | p99 ms | hit ratio | API CPU ms/doc | docs/s on/off (per round) |")
+    print("|---|---|---|---|---|---|---|---|")
+    out: dict[str, dict] = {}
+    for workload in dict.fromkeys(w for w, _ in rounds):
+        on, off = rounds[(workload, "cache-on")], rounds[(workload, "cache-off")]
+        per_round = sorted(a.docs_per_s / b.docs_per_s for a, b in zip(on, off, strict=True))
+        ratio = median_result(on).docs_per_s / median_result(off).docs_per_s
+        hit = sorted(hit_ratios[workload])[len(hit_ratios[workload]) // 2]
+        for tag, results in (("on", on), ("off", off)):
+            m = median_result(results).summary()
+            cpu = api_ms_per_doc(results) if all(r.cpu_s for r in results) else float("nan")
+            cells = f"{ratio:.2f} ({' '.join(f'{r:.2f}' for r in per_round)})" if tag == "on" else ""
+            print(f"| {workload} | {tag} | {m['docs/s']} | {m['p50_ms']} | {m['p99_ms']} | "
+                  f"{f'{hit:.0%}' if tag == 'on' else '-'} | {cpu:.3f} | {cells} |")  # fmt: skip
+        out[workload] = {
+            "docs/s on/off": round(ratio, 2),
+            "per round": per_round,
+            "hit ratio": hit,
+            "API CPU ms/doc on": api_ms_per_doc(on) if all(r.cpu_s for r in on) else None,
+            "API CPU ms/doc off": api_ms_per_doc(off) if all(r.cpu_s for r in off) else None,
+        }
+    if args.json:
+        Path(args.json).write_text(json.dumps({"workloads": out, "args": vars(args)}, indent=2))
+    return out

@@ -75,9 +75,10 @@ def label(kind: str, processes: int) -> str:
 
 
 def start_servers(
-    args: argparse.Namespace, workdir: Path, specs: list[tuple[str, int]]
+    args: argparse.Namespace, workdir: Path, specs: list[tuple[str, int]] | list[tuple[str, int, str, list[str]]]
 ) -> dict[str, tuple[subprocess.Popen, str]]:
-    """Start each (kind, API processes) server, one after the other, each ready before the next."""
+    """Start each (kind, API processes[, tag, extra flags of ours]) server, one after the other,
+    each ready before the next."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     shared = engine_flags(args)
     if on_cpu():
@@ -88,8 +89,10 @@ def start_servers(
     template.write_text(QWEN3_RERANKER_TEMPLATE)
     name = "reranker"
     servers = {}
-    for kind, processes in specs:
-        port, tag = free_port(), label(kind, processes)
+    for spec in specs:
+        kind, processes = spec[0], spec[1]
+        tag, extra = (spec[2], spec[3]) if len(spec) == 4 else (label(kind, processes), [])
+        port = free_port()
         if kind == "vllm":
             cmd = [
                 sys.executable, "-c", VLLM_CLI, "serve", args.model,
@@ -102,7 +105,7 @@ def start_servers(
             cmd = [
                 sys.executable, "-m", "server", "--model", args.model, "--served-model-name", name,
                 "--port", str(port), "--host", "127.0.0.1", "--log-file", str(workdir / f"{tag}.log"),
-                "--api-processes", str(processes), *shared, *args.ours_flags.split(),
+                "--api-processes", str(processes), *shared, *args.ours_flags.split(), *extra,
             ]  # fmt: skip
         log = open(workdir / f"{tag}.stdout", "w")  # noqa: SIM115
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

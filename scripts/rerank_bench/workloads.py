@@ -4,7 +4,9 @@
   run` and `compare`; `compare` makes a fresh one every round, so no round finds another's
   documents in the prefix cache, as no real search traffic would);
 - `long`: documents of 2-10 windows' worth of tokens (`bench.py long`), each request sent once with
-  long_document_strategy truncate and once with chunk (`Workload.with_strategy`)."""
+  long_document_strategy truncate and once with chunk (`Workload.with_strategy`);
+- `repeat` and `zipf` (`bench.py cache`): repeated traffic for the score cache, a set of requests
+  sent K times in turn, and a Zipf-distributed stream of queries."""
 
 from __future__ import annotations
 
@@ -72,4 +74,22 @@ def long_doc_tokens(max_model_len: int) -> tuple[int, int]:
     return 2 * chunk, 10 * chunk
 
 
-WORKLOADS = {"search": search, "long": long}
+def repeat(n: int, times: int, seed: int, docs: tuple[int, int], doc_tokens: tuple[int, int]) -> Workload:
+    """`n` search requests, the whole set sent `times` times in turn (pagination, retries,
+    evaluation runs): every request after the first pass repeats one exactly."""
+    base = Workload.make(n, seed, docs, doc_tokens).requests
+    return Workload([request for _ in range(times) for request in base])
+
+
+def zipf(
+    n: int, queries: int, seed: int, docs: tuple[int, int], doc_tokens: tuple[int, int], s: float = 1.1
+) -> Workload:
+    """A stream of `n` requests over `queries` distinct ones (each a query with its candidates),
+    drawn by a Zipf law of exponent `s`: a few head queries come back often, most rarely."""
+    distinct = Workload.make(queries, seed, docs, doc_tokens).requests
+    weights = [1 / (rank + 1) ** s for rank in range(queries)]
+    rng = random.Random(seed + 1)
+    return Workload(rng.choices(distinct, weights=weights, k=n))
+
+
+WORKLOADS = {"search": search, "long": long, "repeat": repeat, "zipf": zipf}

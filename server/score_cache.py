@@ -1,0 +1,218 @@
+"""The exact score cache: a pair whose prompt was scored before, by the same weights in the same
+dtype, gets the same logit again (bit-identical) without reaching the engine.
+
+- Key: BLAKE2b-128 of the model's identity (its weight files: `model_files.weights_identity`), the
+  dtype the engine runs, and the prompt's token ids (instruction, query, the document as cut, or
+  one window). Only keys and logits are stored, never text.
+- In front: an in-process LRU of `--score-cache-size` entries (0: no cache at all).
+- Behind it, with `--score-cache-url`: Redis (or Valkey), shared by every API process and replica.
+  One MGET per request for the local misses, one pipelined SET with `--score-cache-ttl` for what
+  the engine scored. A Redis that is down, slow or refusing writes costs a short time-out, a
+  warning at most once a minute and a count in `rerank_score_cache_errors_total`: the pairs are
+  scored by the engine as if uncached.
+- Identical pairs in flight at once are scored once: the later ones wait for the first
+  (`claim` / `settle`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import struct
+import time
+from array import array
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+logger = logging.getLogger("server.score_cache")
+KEY_PREFIX = b"rerank:score:v1:"
+REDIS_TIMEOUT_S = 0.25  # a slow Redis costs a request at most about this, twice (read, write)
+WARN_EVERY_S = 60.0
+DOUBLE = struct.Struct("<d")
+
+
+class ScoreCache:
+    def __init__(
+        self,
+        size: int,
+        identity: bytes,
+        url: str | None = None,
+        ttl: int = 86400,
+        on_error: Callable[[], None] = lambda: None,
+        redis_timeout: float = REDIS_TIMEOUT_S,
+    ) -> None:
+        self.size = size
+        self.identity = identity  # model identity and dtype, hashed into every key
+        self.ttl = ttl
+        self.on_error = on_error
+        self.redis_timeout = redis_timeout
+        self._local: OrderedDict[bytes, float] = OrderedDict()
+        self._inflight: dict[bytes, asyncio.Future[float]] = {}
+        self._last_warning = -WARN_EVERY_S
+        self._redis: Any = None
+        if url:
+            import redis.asyncio
+
+            self._redis = redis.asyncio.Redis.from_url(
+                url, socket_timeout=redis_timeout, socket_connect_timeout=redis_timeout, retry_on_timeout=False
+            )
+
+    @property
+    def entries(self) -> int:
+        return len(self._local)
+
+    def key(self, token_ids: Sequence[int]) -> bytes:
+        digest = hashlib.blake2b(self.identity, digest_size=16)
+        digest.update(array("I", token_ids).tobytes())
+        return digest.digest()
+
+    # --- lookups ----------------------------------------------------------------------------
+    async def get_many(self, keys: Sequence[bytes]) -> list[float | None]:
+        """Each key's logit, from this process's cache or else from Redis; None where neither has it."""
+        found: list[float | None] = []
+        for key in keys:
+            value = self._local.get(key)
+            if value is not None:
+                self._local.move_to_end(key)
+            found.append(value)
+        missing = [i for i, v in enumerate(found) if v is None]
+        if self._redis is not None and missing:
+            values = await self._redis_call(self._redis.mget, [KEY_PREFIX + keys[i] for i in missing])
+            for i, raw in zip(missing, values or [], strict=False):
+                if raw is not None and len(raw) == DOUBLE.size:
+                    found[i] = DOUBLE.unpack(raw)[0]
+                    self._remember(keys[i], found[i])
+        return found
+
+    async def put_many(self, items: dict[bytes, float]) -> None:
+        """Remember what the engine scored, here and in Redis."""
+        for key, value in items.items():
+            self._remember(key, value)
+        if self._redis is not None and items:
+
+            async def write() -> None:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key, value in items.items():
+                        pipe.set(KEY_PREFIX + key, DOUBLE.pack(value), ex=self.ttl)
+                    await pipe.execute()
+
+            await self._redis_call(write)
+
+    def _remember(self, key: bytes, value: float) -> None:
+        self._local[key] = value
+        self._local.move_to_end(key)
+        while len(self._local) > self.size:
+            self._local.popitem(last=False)
+
+    async def _redis_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            async with asyncio.timeout(self.redis_timeout * 2):
+                return await fn(*args)
+        except Exception as exc:  # down, slow, refusing writes, or anything else: scored as uncached
+            self.on_error()
+            now = time.monotonic()
+            if now - self._last_warning >= WARN_EVERY_S:
+                self._last_warning = now
+                logger.warning(
+                    "score cache: Redis unavailable (%s: %s); scoring without it (this warning at most once a minute)",
+                    type(exc).__name__,
+                    exc,
+                )
+            return None
+
+    # --- pairs in flight --------------------------------------------------------------------
+    def claim(self, key: bytes) -> asyncio.Future[float] | None:
+        """None if the caller should score the pair (it is now in flight, settle it later); else
+        the future of the identical pair already in flight."""
+        if key in self._inflight:
+            return self._inflight[key]
+        self._inflight[key] = asyncio.get_running_loop().create_future()
+        return None
+
+    def settle(self, key: bytes, value: float | None) -> None:
+        """The pair claimed is scored (value), or was not (None: whoever waits scores it itself)."""
+        future = self._inflight.pop(key, None)
+        if future is not None and not future.done():
+            if value is None:
+                future.cancel()
+            else:
+                future.set_result(value)
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+
+Scorer = Callable[[list[list[int]], list[int] | None], Awaitable[tuple[list[float], int]]]
+
+
+async def score_through(
+    cache: ScoreCache, prompts: list[list[int]], priorities: list[int] | None, score: Scorer
+) -> tuple[list[float], int, int]:
+    """Every prompt's logit: from the cache, from an identical pair in flight, or from `score`
+    (the engine: admission and all) for the rest, each distinct prompt once. Returns the logits,
+    how many pairs the engine scored for this call, and the prompt tokens it did not compute: the
+    engine's prefix-cache hits and every token of the pairs it did not score."""
+    keys = [cache.key(p) for p in prompts]
+    logits = await cache.get_many(keys)
+    mine: dict[bytes, list[int]] = {}  # prompts this call scores: key -> its indices
+    theirs: dict[int, asyncio.Future[float]] = {}  # index -> the identical pair another call scores
+    for i, value in enumerate(logits):
+        if value is not None:
+            continue
+        if keys[i] in mine:
+            mine[keys[i]].append(i)
+        elif (future := cache.claim(keys[i])) is None:
+            mine[keys[i]] = [i]
+        else:
+            theirs[i] = future
+    scored_pairs, scored_tokens, cached_tokens = await _score_and_store(cache, mine, prompts, priorities, logits, score)
+    retry: dict[bytes, list[int]] = {}
+    for i, future in theirs.items():
+        await asyncio.wait([future])  # not shield(): a cancelled future must not look like our own cancellation
+        if future.cancelled():  # the other call failed or its client hung up: score it here
+            retry.setdefault(keys[i], []).append(i)
+        else:
+            logits[i] = future.result()
+    if retry:
+        for key in retry:
+            cache.claim(key)  # claimed anew by this call (or already again by another: settled by it)
+        more, more_tokens, more_cached = await _score_and_store(cache, retry, prompts, priorities, logits, score)
+        scored_pairs, scored_tokens, cached_tokens = (
+            scored_pairs + more,
+            scored_tokens + more_tokens,
+            cached_tokens + more_cached,
+        )
+    not_computed = sum(len(p) for p in prompts) - scored_tokens
+    return [float(v) for v in logits], scored_pairs, cached_tokens + not_computed  # type: ignore[arg-type]
+
+
+async def _score_and_store(
+    cache: ScoreCache,
+    mine: dict[bytes, list[int]],
+    prompts: list[list[int]],
+    priorities: list[int] | None,
+    logits: list[float | None],
+    score: Scorer,
+) -> tuple[int, int, int]:
+    """Score one prompt of each key in `mine`, give every index its value, settle and store them:
+    (pairs scored, their tokens, the engine's prefix-cache tokens among them)."""
+    if not mine:
+        return 0, 0, 0
+    firsts = [indices[0] for indices in mine.values()]
+    try:
+        values, cached_tokens = await score(
+            [prompts[i] for i in firsts], [priorities[i] for i in firsts] if priorities is not None else None
+        )
+    except BaseException:
+        for key in mine:
+            cache.settle(key, None)
+        raise
+    for (key, indices), value in zip(mine.items(), values, strict=True):
+        for i in indices:
+            logits[i] = value
+        cache.settle(key, value)
+    await cache.put_many({key: value for key, value in zip(mine, values, strict=True)})
+    return len(firsts), sum(len(prompts[i]) for i in firsts), cached_tokens
