@@ -100,7 +100,7 @@ def cache(args: argparse.Namespace) -> dict:
     rounds: dict[tuple[str, str], list[Result]] = {}
     hit_ratios: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="rerank-bench-") as tmp:
-        servers = start_servers(args, Path(tmp), specs)
+        servers = start_servers(args, Path(tmp), specs, ours_only=True)
         try:
             warmup = workloads.search(max(4, args.concurrency), args.seed, docs, doc_tokens)
             for _, url in servers.values():
@@ -165,7 +165,9 @@ def main() -> None:
                 help="compare: API processes, comma-separated (1,2: each server with 1 and with 2; ours "
                 "--api-processes N, vLLM's --api-server-count N)",
             )
-            p.add_argument("--kv-cache-gib", type=int, default=4, help="CPU: KV cache of each server")
+            p.add_argument(
+                "--kv-cache-gib", type=float, default=4, help="CPU: KV cache of each server (whole GiB but for cache)"
+            )
             p.add_argument("--repeats", type=int, default=4, help="cache: times each request of `repeat` is sent")
             p.add_argument("--zipf-queries", type=int, default=50, help="cache: distinct queries of `zipf`")
             p.add_argument("--gpu-memory-utilization", type=float, default=0.4, help="GPU: each server's share")

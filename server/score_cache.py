@@ -49,7 +49,8 @@ class ScoreCache:
         self.on_error = on_error
         self.redis_timeout = redis_timeout
         self._local: OrderedDict[bytes, float] = OrderedDict()
-        self._inflight: dict[bytes, asyncio.Future[float]] = {}
+        # pairs in flight: key -> the future its waiters await (made only once a second caller waits)
+        self._inflight: dict[bytes, asyncio.Future[float] | None] = {}
         self._last_warning = -WARN_EVERY_S
         self._redis: Any = None
         if url:
@@ -126,10 +127,13 @@ class ScoreCache:
     def claim(self, key: bytes) -> asyncio.Future[float] | None:
         """None if the caller should score the pair (it is now in flight, settle it later); else
         the future of the identical pair already in flight."""
-        if key in self._inflight:
-            return self._inflight[key]
-        self._inflight[key] = asyncio.get_running_loop().create_future()
-        return None
+        if key not in self._inflight:
+            self._inflight[key] = None
+            return None
+        future = self._inflight[key]
+        if future is None:
+            future = self._inflight[key] = asyncio.get_running_loop().create_future()
+        return future
 
     def settle(self, key: bytes, value: float | None) -> None:
         """The pair claimed is scored (value), or was not (None: whoever waits scores it itself)."""

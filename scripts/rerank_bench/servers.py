@@ -75,14 +75,20 @@ def label(kind: str, processes: int) -> str:
 
 
 def start_servers(
-    args: argparse.Namespace, workdir: Path, specs: list[tuple[str, int]] | list[tuple[str, int, str, list[str]]]
+    args: argparse.Namespace,
+    workdir: Path,
+    specs: list[tuple[str, int]] | list[tuple[str, int, str, list[str]]],
+    ours_only: bool = False,
 ) -> dict[str, tuple[subprocess.Popen, str]]:
     """Start each (kind, API processes[, tag, extra flags of ours]) server, one after the other,
-    each ready before the next."""
+    each ready before the next. ours_only: every server is ours, and --kv-cache-gib (any size,
+    fractions too) goes to each as its flag instead of vLLM's whole-GiB VLLM_CPU_KVCACHE_SPACE."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     shared = engine_flags(args)
-    if on_cpu():
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(args.kv_cache_gib))  # the same KV cache for all
+    if on_cpu() and ours_only:
+        shared += ["--kv-cache-gib", str(args.kv_cache_gib)]
+    elif on_cpu():
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(args.kv_cache_gib)))  # the same KV cache for all
     else:
         shared += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
     template = workdir / "qwen3_reranker.jinja"
