@@ -121,29 +121,40 @@ def test_llamaindex_tei_postprocessor(clients_python, server, client):
     assert_same_ranking(run_client(clients_python, server.url, code), cohere_ranking(client))
 
 
-@pytest.mark.parametrize(("provider", "path"), [("text-embeddings-inference", "/rerank"), ("jina", "/v1/rerank")])
-def test_rerankers_api_ranker(clients_python, server, client, provider, path):
-    code = f"""
+def test_rerankers_api_ranker_tei_and_jina_providers(clients_python, server, client):
+    code = """
     from rerankers import Reranker
 
-    ranker = Reranker(MODEL, model_type="APIRanker", api_provider={provider!r}, api_key=KEY, url=URL + {path!r})
-    ranked = ranker.rank(query=QUERY, docs=DOCS, doc_ids=list(range(len(DOCS))))
-    print(json.dumps([[r.document.doc_id, r.score] for r in ranked.results]))
+    out = {}
+    for provider, path in (("text-embeddings-inference", "/rerank"), ("jina", "/v1/rerank")):
+        ranker = Reranker(MODEL, model_type="APIRanker", api_provider=provider, api_key=KEY, url=URL + path)
+        ranked = ranker.rank(query=QUERY, docs=DOCS, doc_ids=list(range(len(DOCS))))
+        out[provider] = [[r.document.doc_id, r.score] for r in ranked.results]
+    print(json.dumps(out))
     """
-    assert_same_ranking(run_client(clients_python, server.url, code), cohere_ranking(client))
+    out = run_client(clients_python, server.url, code)
+    assert set(out) == {"text-embeddings-inference", "jina"}
+    for ranking in out.values():
+        assert_same_ranking(ranking, cohere_ranking(client))
 
 
-@pytest.mark.parametrize("provider", ["cohere", "hosted_vllm", "jina_ai", "huggingface"])
-def test_litellm_rerank(clients_python, server, client, provider):
-    code = f"""
+def test_litellm_rerank_with_its_four_providers(clients_python, server, client):
+    """One run of the clients' Python for the four (importing LiteLLM takes a while)."""
+    code = """
     import litellm
 
-    response = litellm.rerank(
-        model={provider!r} + "/" + MODEL, query=QUERY, documents=DOCS, api_base=URL, api_key=KEY, top_n=len(DOCS)
-    )
-    print(json.dumps([[r["index"], r["relevance_score"]] for r in response.results]))
+    out = {}
+    for provider in ("cohere", "hosted_vllm", "jina_ai", "huggingface"):
+        response = litellm.rerank(
+            model=provider + "/" + MODEL, query=QUERY, documents=DOCS, api_base=URL, api_key=KEY, top_n=len(DOCS)
+        )
+        out[provider] = [[r["index"], r["relevance_score"]] for r in response.results]
+    print(json.dumps(out))
     """
-    assert_same_ranking(run_client(clients_python, server.url, code), cohere_ranking(client))
+    out = run_client(clients_python, server.url, code)
+    assert set(out) == {"cohere", "hosted_vllm", "jina_ai", "huggingface"}
+    for ranking in out.values():
+        assert_same_ranking(ranking, cohere_ranking(client))
 
 
 def test_dify_openai_compatible_and_open_webui_bodies(client):

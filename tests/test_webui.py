@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -156,11 +157,20 @@ class WebUI:
         self.log.close()
 
 
+@pytest.fixture(scope="module")
+def webui_on_server(server) -> Iterator[WebUI]:  # noqa: ANN001
+    """One WebUI (its process and a browser) for the tests on the session's server; each reloads it."""
+    ui = WebUI(server.url)
+    yield ui
+    ui.close()
+
+
 @pytest.mark.browser
 @needs_browser
-def test_browser_fills_the_form_and_sees_the_ranking(server):
-    ui = WebUI(server.url)
-    try:
+def test_browser_fills_the_form_and_sees_the_ranking(webui_on_server):
+    ui = webui_on_server
+    ui.open()
+    if True:
         ui.wait_for(lambda: "Ready: model" in ui.text())
         ui.rerank(
             "What is the capital of China?", "Gravity is a force.\nThe capital of China is Beijing.\n北京是中国的首都。"
@@ -168,8 +178,6 @@ def test_browser_fills_the_form_and_sees_the_ranking(server):
         ui.wait_for(lambda: "Ranked 3 documents" in ui.text())
         table = ui.text("#ranking")
         assert "The capital of China is Beijing." in table and "北京是中国的首都。" in table
-    finally:
-        ui.close()
 
 
 # For each of the first three header cells: does its word sit on one line (not squeezed to
@@ -206,45 +214,42 @@ return [r.left, r.top, r.right, r.bottom, window.innerWidth, window.innerHeight]
 
 @pytest.mark.browser
 @needs_browser
-def test_browser_long_document_under_chunk_is_readable_and_opens_whole(server):
+def test_browser_long_document_under_chunk_is_readable_and_opens_whole(webui_on_server):
     """The WebUI with a long document beside two short ones, strategy chunk, at 1400x1000."""
     from selenium.webdriver.common.by import By
 
     body = {"query": "What is the capital of China?", "documents": [LONG_DOCUMENT, "Gravity is a force.", "Paris."]}
-    ui = WebUI(server.url)
-    try:
-        ui.rerank(body["query"], "\n".join(body["documents"]), "chunk")
-        ui.wait_for(lambda: "Ranked 3 documents" in ui.text())
-        ui.driver.save_screenshot(str(ARTIFACTS / "webui.png"))
-        table = ui.text("#ranking")
-        assert f"({len(LONG_DOCUMENT):,} characters)" in table, table[:2000]
-        assert len(table) < len(LONG_DOCUMENT) / 3, table  # the document is shortened, not printed whole
-        headers = ui.driver.execute_script(HEADERS_ON_ONE_LINE)
-        assert [re.sub(r"[^\w ]", "", h[0]) for h in headers] == ["rank", "index", "score"], headers  # (and ⋮)
-        assert all(lines == 1 for _, lines in headers), headers
-        [label] = re.findall(r"window \d+ of \d+", table)  # the long document's best window (here a few)
-        box = ui.driver.execute_script(BOX_OF_CELL_WITH, label)
-        assert box is not None, table[:2000]
-        left, top, right, bottom, width, height = box
-        assert 0 <= left < right <= width and 0 <= top < height, box  # in view, no scrolling
+    ui = webui_on_server
+    ui.open()  # a fresh page: nothing left from the test before
+    ui.rerank(body["query"], "\n".join(body["documents"]), "chunk")
+    ui.wait_for(lambda: "Ranked 3 documents" in ui.text())
+    ui.driver.save_screenshot(str(ARTIFACTS / "webui.png"))
+    table = ui.text("#ranking")
+    assert f"({len(LONG_DOCUMENT):,} characters)" in table, table[:2000]
+    assert len(table) < len(LONG_DOCUMENT) / 3, table  # the document is shortened, not printed whole
+    headers = ui.driver.execute_script(HEADERS_ON_ONE_LINE)
+    assert [re.sub(r"[^\w ]", "", h[0]) for h in headers] == ["rank", "index", "score"], headers  # (and ⋮)
+    assert all(lines == 1 for _, lines in headers), headers
+    [label] = re.findall(r"window \d+ of \d+", table)  # the long document's best window (here a few)
+    box = ui.driver.execute_script(BOX_OF_CELL_WITH, label)
+    assert box is not None, table[:2000]
+    left, top, right, bottom, width, height = box
+    assert 0 <= left < right <= width and 0 <= top < height, box  # in view, no scrolling
 
-        cell = ui.driver.execute_script(CELL_WITH, label)
-        cell.click()
-        ui.driver.save_screenshot(str(ARTIFACTS / "webui-document.png"))
-        ui.wait_for(lambda: ui.driver.find_elements(By.CSS_SELECTOR, "#document-view mark.best-passage"))
-        view = ui.driver.find_element(By.CSS_SELECTOR, "#document-view")
-        marked = ui.driver.find_element(By.CSS_SELECTOR, "#document-view mark.best-passage")
-        marked_text = ui.driver.execute_script("return arguments[0].textContent", marked)
-        whole = ui.driver.execute_script("return arguments[0].querySelector('.document').textContent", view)
-        assert whole == LONG_DOCUMENT
-        [(start, end)] = re.findall(r"characters ([\d,]+)-([\d,]+)", view.text)
-        start, end = int(start.replace(",", "")), int(end.replace(",", ""))
-        assert marked_text == LONG_DOCUMENT[start:end] and len(marked_text) > 100  # the offsets the page states
-        assert label in view.text
-        ui.driver.execute_script("arguments[0].scrollIntoView()", marked)
-        ui.driver.save_screenshot(str(ARTIFACTS / "webui-document.png"))
-    finally:
-        ui.close()
+    cell = ui.driver.execute_script(CELL_WITH, label)
+    cell.click()
+    ui.wait_for(lambda: ui.driver.find_elements(By.CSS_SELECTOR, "#document-view mark.best-passage"))
+    view = ui.driver.find_element(By.CSS_SELECTOR, "#document-view")
+    marked = ui.driver.find_element(By.CSS_SELECTOR, "#document-view mark.best-passage")
+    marked_text = ui.driver.execute_script("return arguments[0].textContent", marked)
+    whole = ui.driver.execute_script("return arguments[0].querySelector('.document').textContent", view)
+    assert whole == LONG_DOCUMENT
+    [(start, end)] = re.findall(r"characters ([\d,]+)-([\d,]+)", view.text)
+    start, end = int(start.replace(",", "")), int(end.replace(",", ""))
+    assert marked_text == LONG_DOCUMENT[start:end] and len(marked_text) > 100  # the offsets the page states
+    assert label in view.text
+    ui.driver.execute_script("arguments[0].scrollIntoView()", marked)
+    ui.driver.save_screenshot(str(ARTIFACTS / "webui-document.png"))
 
 
 @pytest.mark.browser

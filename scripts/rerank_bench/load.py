@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from dataclasses import dataclass, field
 
@@ -163,31 +162,33 @@ async def run_load(
     return result
 
 
-async def vllm_cache_counters(url: str) -> tuple[float, float] | None:
-    """(prefix-cache hit tokens, queried tokens) from a vLLM /metrics page, if it has them."""
+async def metric_sums(url: str, *names: str) -> dict[str, float] | None:
+    """The sum of each named metric's samples on a server's /metrics page (None: no page)."""
     import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
 
     try:
         async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
             text = await response.text()
     except aiohttp.ClientError:
         return None
-    hits = re.findall(r"^vllm:prefix_cache_hits_total\{[^}]*\} (\S+)$", text, re.M)
-    queries = re.findall(r"^vllm:prefix_cache_queries_total\{[^}]*\} (\S+)$", text, re.M)
-    if not hits or not queries:
+    sums = dict.fromkeys(names, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in sums:
+                sums[sample.name] += sample.value
+    return sums
+
+
+async def vllm_cache_counters(url: str) -> tuple[float, float] | None:
+    """(prefix-cache hit tokens, queried tokens) from a vLLM /metrics page, if it has them."""
+    found = await metric_sums(url, "vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total")
+    if not found or not found["vllm:prefix_cache_queries_total"]:
         return None
-    return sum(map(float, hits)), sum(map(float, queries))
+    return found["vllm:prefix_cache_hits_total"], found["vllm:prefix_cache_queries_total"]
 
 
 async def score_cache_counters(url: str) -> tuple[float, float] | None:
     """(hits, misses) of this server's score cache, in pairs, from its /metrics page."""
-    import aiohttp
-
-    try:
-        async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
-            text = await response.text()
-    except aiohttp.ClientError:
-        return None
-    hits = re.findall(r"^rerank_score_cache_hits_total (\S+)$", text, re.M)
-    misses = re.findall(r"^rerank_score_cache_misses_total (\S+)$", text, re.M)
-    return (float(hits[0]), float(misses[0])) if hits and misses else (0.0, 0.0)
+    found = await metric_sums(url, "rerank_score_cache_hits_total", "rerank_score_cache_misses_total")
+    return None if found is None else (found["rerank_score_cache_hits_total"], found["rerank_score_cache_misses_total"])
