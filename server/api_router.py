@@ -17,9 +17,9 @@ from server import __version__
 from server.engine_args import api_processes, max_batch_tokens
 from server.errors import CLIENT_CLOSED, ServiceError, describe_validation_errors, error_response
 from server.protocol import ErrorResponse, ModelCard, ModelList, RerankRequest, RerankResponse
-from server.rerank_job import Ranking
+from server.rerank_job import Ranking, RerankJob
 from server.serving import RequestStats, RerankService
-from server.tei_protocol import TeiError, TeiInfo, TeiRank, TeiRerankRequest, is_tei_body, tei_error_response
+from server.tei_protocol import TeiInfo, TeiRank, TeiRerankRequest, is_tei_body, tei_error_response
 
 logger = logging.getLogger("server.api")
 router = APIRouter()
@@ -46,7 +46,7 @@ async def _until_disconnected(request: Request) -> None:
         pass
 
 
-async def score_unless_hung_up(service: RerankService, request: Request, job: Any) -> Ranking | None:
+async def score_unless_hung_up(service: RerankService, request: Request, job: RerankJob) -> Ranking | None:
     """The job's ranking, or None if the client hung up first (its engine requests are aborted)."""
     request_id: str = request.state.request_id
     stats: RequestStats = request.state.stats
@@ -133,9 +133,7 @@ async def models(request: Request) -> Response:
     return json_response(ModelList(data=[card]).model_dump())
 
 
-@router.get(
-    "/info", response_model=TeiInfo, summary="The served model, in TEI's words", responses={503: {"model": TeiError}}
-)
+@router.get("/info", response_model=TeiInfo, summary="The served model, in TEI's words")
 async def info(request: Request) -> Response:
     service: RerankService = request.app.state.service
     settings = service.settings

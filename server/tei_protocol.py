@@ -95,11 +95,6 @@ class TeiRank(BaseModel):
     text: str | None = None
 
 
-class TeiError(BaseModel):
-    error: str
-    error_type: str
-
-
 class TeiInfo(BaseModel):
     """`GET /info`, TEI's fields with this server's values."""
 
