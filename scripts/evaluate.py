@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # rerank_eval, beside this file
 
-from rerank_eval.client import Combination, ServerError, rerank_all  # noqa: E402
+from rerank_eval.client import Combination, ServerError, load_partial, rerank_all  # noqa: E402
 from rerank_eval.data import DataError, Run, load_beir, read_trec_run, top, write_trec_run  # noqa: E402
 from rerank_eval.first_stage import bm25  # noqa: E402
 from rerank_eval.metrics import MAX_P, METRICS, compare, scores  # noqa: E402
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         partial = args.out / "partial" / f"{combo.name}.jsonl"
         with tqdm(total=len(candidates), desc=combo.name, unit="query", file=sys.stderr) as progress:
             try:
-                done = sum(1 for _ in partial.open()) if partial.exists() else 0
+                done = len(load_partial(partial))
                 if done:
                     progress.write(f"{combo.name}: resuming, {done} queries already scored", file=sys.stderr)
                     progress.update(min(done, len(candidates)))

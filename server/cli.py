@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import multiprocessing
 import os
 import signal
@@ -103,8 +104,6 @@ def main(argv: list[str] | None = None) -> None:
 
     multiprocessing.current_process().name = "main"  # in every log line; see server/log.py
     setup_logging(settings.log_file, settings.log_level)
-    import logging
-
     logging.getLogger("server").info("settings: %r", settings)  # SecretStr keeps API keys out of the log
     count = api_processes(settings)
     if count > 1:

@@ -4,6 +4,7 @@ TEI's dialect is in server/tei_protocol.py."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
@@ -81,14 +82,8 @@ class RerankRequest(BaseModel):
             if self.return_documents:
                 doc = self.documents[i]
                 result["document"] = {"text": doc} if isinstance(doc, str) else doc.model_dump()
-            passage = ranking.passages[i]
-            if passage is not None:
-                result["passage"] = {
-                    "start": passage.start,
-                    "end": passage.end,
-                    "chunk": passage.chunk,
-                    "chunks": passage.chunks,
-                }
+            if ranking.passages[i] is not None:
+                result["passage"] = dataclasses.asdict(ranking.passages[i])
             results.append(result)
         return {
             "id": request_id,

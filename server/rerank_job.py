@@ -46,7 +46,7 @@ class Ranking:
     logits: list[float]  # per document (in request order): the yes logit minus the no logit
     passages: list[Passage | None]  # per document: its best window, if it was chunked into several
     prompt_tokens: int = 0
-    cached_tokens: int = 0  # prompt tokens served from vLLM's prefix cache
+    cached_tokens: int = 0  # prompt tokens not computed: vLLM's prefix cache, and score-cache hits whole
     scores: list[float] = field(init=False)  # per document: the probability of "yes", sigmoid(logit)
 
     def __post_init__(self) -> None:

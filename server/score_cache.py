@@ -173,24 +173,24 @@ async def score_through(
         else:
             theirs[i] = future
     scored_pairs, scored_tokens, cached_tokens = await _score_and_store(cache, mine, prompts, priorities, logits, score)
-    retry: dict[bytes, list[int]] = {}
+    retry: list[int] = []
     for i, future in theirs.items():
         await asyncio.wait([future])  # not shield(): a cancelled future must not look like our own cancellation
-        if future.cancelled():  # the other call failed or its client hung up: score it here
-            retry.setdefault(keys[i], []).append(i)
+        if future.cancelled():  # the other call failed or its client hung up: this call scores it
+            retry.append(i)
         else:
             logits[i] = future.result()
-    if retry:
-        for key in retry:
-            cache.claim(key)  # claimed anew by this call (or already again by another: settled by it)
-        more, more_tokens, more_cached = await _score_and_store(cache, retry, prompts, priorities, logits, score)
-        scored_pairs, scored_tokens, cached_tokens = (
-            scored_pairs + more,
-            scored_tokens + more_tokens,
-            cached_tokens + more_cached,
+    retried = set(retry)
+    cached_tokens += sum(len(p) for i, p in enumerate(prompts) if i not in retried) - scored_tokens
+    if retry:  # through the same mechanism: cached by now, in flight again, or scored here
+        retry_priorities = [priorities[i] for i in retry] if priorities is not None else None
+        more_logits, more_pairs, more_cached = await score_through(
+            cache, [prompts[i] for i in retry], retry_priorities, score
         )
-    not_computed = sum(len(p) for p in prompts) - scored_tokens
-    return [float(v) for v in logits], scored_pairs, cached_tokens + not_computed  # type: ignore[arg-type]
+        for i, value in zip(retry, more_logits, strict=True):
+            logits[i] = value
+        scored_pairs, cached_tokens = scored_pairs + more_pairs, cached_tokens + more_cached
+    return [float(v) for v in logits], scored_pairs, cached_tokens  # type: ignore[arg-type]
 
 
 async def _score_and_store(

@@ -43,8 +43,8 @@ def host_dir() -> Iterator[Path]:
 
 
 def server_flags(port: int, model: Path) -> list[str]:
+    """The engine never gets far in these tests: each stops the server once it has seen what it needs."""
     return ["--model", str(model), "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32"]
-    # (the engine never gets far in these tests: each stops the server once it has seen what it needs)
 
 
 def as_uid(uid: int) -> list[str]:

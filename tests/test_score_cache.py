@@ -226,3 +226,41 @@ def test_the_cache_identity_follows_the_engines_dtype(live_server, engine, tiny_
     from server.model_files import weights_identity
 
     assert identity == weights_identity(str(tiny_model)) + b"float32"
+
+
+def test_a_pair_whose_first_scorer_fails_is_scored_by_the_one_that_waited():
+    """The in-flight bookkeeping alone (no engine): the second call waits for the first's pair;
+    the first fails (a hang-up, an engine error); the second scores it itself, once."""
+    import asyncio
+
+    from server.score_cache import ScoreCache, score_through
+
+    async def main() -> None:
+        cache = ScoreCache(100, b"identity")
+        first_started, waiting = asyncio.Event(), asyncio.Event()
+        calls: list[str] = []
+
+        async def failing(prompts, priorities):  # noqa: ANN001, ANN202
+            calls.append("first")
+            first_started.set()
+            await waiting.wait()
+            raise RuntimeError("the first caller's client hung up")
+
+        async def working(prompts, priorities):  # noqa: ANN001, ANN202
+            calls.append("second")
+            return [0.25] * len(prompts), 0
+
+        prompt = [[1, 2, 3, 4]]
+        first = asyncio.create_task(score_through(cache, prompt, None, failing))
+        await first_started.wait()
+        second = asyncio.create_task(score_through(cache, prompt, None, working))
+        while cache._inflight.get(cache.key(prompt[0])) is None:  # the second now waits
+            await asyncio.sleep(0)
+        waiting.set()
+        with pytest.raises(RuntimeError):
+            await first
+        assert await second == ([0.25], 1, 0)
+        assert calls == ["first", "second"]
+        assert await score_through(cache, prompt, None, failing) == ([0.25], 0, 4)  # cached: not computed
+
+    asyncio.run(main())
