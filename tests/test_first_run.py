@@ -159,6 +159,32 @@ def test_a_log_file_the_server_cannot_write_is_one_line_and_exit_2(host_dir, tin
     assert not log.exists()
 
 
+@needs_root
+def test_a_model_directory_the_server_cannot_read_is_one_line_and_exit_2(host_dir, tiny_model):
+    """A mounted model that uid 1000 may not read: one line naming the path, the file and the uid."""
+    model = host_dir / "model"
+    shutil.copytree(tiny_model, model)
+    subprocess.run(["chmod", "-R", "a+rX", str(model)], check=True)
+    os.chmod(model / "config.json", 0o600)  # root's alone
+    flags = server_flags(free_port(), tiny_model)
+    flags[flags.index("--model") + 1] = str(model)
+    proc = start([*as_uid(SERVICE_UID), *ENTRYPOINT, *flags, "--log-file", ""], cwd=host_dir, HOME=str(host_dir))
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stdout + stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stdout + stderr, stderr
+    assert str(model) in lines[0] and "config.json" in lines[0] and f"uid {SERVICE_UID}" in lines[0], lines[0]
+
+
+def test_a_model_path_that_does_not_exist_is_one_line_and_exit_2(tmp_path):
+    missing = tmp_path / "no-such-model"
+    proc = start([*ENTRYPOINT, "--model", str(missing), "--port", str(free_port())], cwd=tmp_path)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stdout + stderr
+    [line] = stderr.strip().splitlines()
+    assert str(missing) in line and "no such file or directory" in line, line
+
+
 @pytest.mark.parametrize("processes", ["1", "2"])
 def test_a_taken_port_is_one_line_and_exit_before_any_engine_starts(tmp_path, tiny_model, processes):
     with socket.socket() as holder:

@@ -282,7 +282,7 @@ def test_pod_security_and_volumes(helm, values):
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["shm"]["emptyDir"]["medium"] == "Memory"
     mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
-    assert "/dev/shm" in mounts and "/home/rerank/.cache/huggingface" in mounts
+    assert "/dev/shm" in mounts and "/home/rerank/.cache" in mounts
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
 
 
