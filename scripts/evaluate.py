@@ -23,7 +23,11 @@ import asyncio
 import json
 import re
 import sys
+import time
+from importlib.util import find_spec
 from pathlib import Path
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # rerank_eval, beside this file
 
@@ -33,6 +37,8 @@ from rerank_eval.first_stage import bm25  # noqa: E402
 from rerank_eval.metrics import MAX_P, METRICS, compare, scores  # noqa: E402
 
 FIRST_STAGE = "first-stage"
+EVAL_EXTRA = ("ranx", "tqdm")  # and bm25s for --bm25: pyproject.toml's eval extra
+PROBES = 3  # connection attempts per server before the run starts, a second apart
 HEADERS = {"ndcg@10": "nDCG@10", "mrr@10": "MRR@10", "recall@100": "R@100", "map": "MAP"}
 
 
@@ -51,6 +57,25 @@ def baselines(combo: Combination, combos: list[Combination]) -> list[str]:
     """What a combination is tested against: the first stage, and its server's default instruction."""
     default = next(c.name for c in combos if c.server == combo.server and c.instruction is None)
     return [FIRST_STAGE] + ([default] if default != combo.name else [])
+
+
+def missing_modules(bm25: bool) -> list[str]:
+    return [m for m in (*EVAL_EXTRA, *(["bm25s"] if bm25 else [])) if find_spec(m) is None]
+
+
+def unreachable(server: str) -> str | None:
+    """Why `server` cannot be reached at all (None if it answers anything, 404 included): a typo in
+    --server fails in seconds; a server that goes away later is retried as a restart."""
+    reason = ""
+    for attempt in range(PROBES):
+        try:
+            httpx.get(server.rstrip("/") + "/health", timeout=5)
+            return None
+        except httpx.TransportError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        if attempt + 1 < PROBES:
+            time.sleep(1)
+    return reason
 
 
 def table(summary: dict) -> str:
@@ -92,8 +117,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-document-strategy", choices=["truncate", "chunk"])
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
+    missing = missing_modules(args.bm25)
+    if missing:
+        print(
+            f"error: scripts/evaluate.py needs the eval extra (missing: {', '.join(missing)}): "
+            "pip install -e '.[eval]' (or scripts/setup.sh --dev)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         dataset = load_beir(args.data, args.split)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for server in args.server:  # before the first stage, which may take minutes on a large corpus
+        reason = unreachable(server)
+        if reason is not None:
+            print(f"error: cannot reach {server} ({reason}); is it running, and is --server right?", file=sys.stderr)
+            return 2
+    try:
         first_stage: Run = read_trec_run(args.run, dataset) if args.run else bm25(dataset, args.depth)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

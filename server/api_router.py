@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
 from server import __version__
@@ -19,19 +19,39 @@ from server.errors import CLIENT_CLOSED, ServiceError, describe_validation_error
 from server.protocol import ErrorResponse, ModelCard, ModelList, RerankRequest, RerankResponse
 from server.rerank_job import Ranking, RerankJob
 from server.serving import RequestStats, RerankService
-from server.tei_protocol import TeiInfo, TeiRank, TeiRerankRequest, is_tei_body, tei_error_response
+from server.tei_protocol import (
+    TEI_RANKS,
+    TeiError,
+    TeiInfo,
+    TeiRank,
+    TeiRerankRequest,
+    is_tei_body,
+    tei_error_response,
+)
 
 logger = logging.getLogger("server.api")
 router = APIRouter()
 
 RERANK_ROUTES = ("/v1/rerank", "/rerank", "/v2/rerank")
+# The rerank routes parse their body themselves (orjson, then the dialect's model): these are the
+# request bodies they take, published in /openapi.json (server/app.py adds their schemas).
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (RerankRequest, TeiRerankRequest)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 429, 500, 503, 504)
+}
+RERANK_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse | TeiError}
+    for status in ERROR_RESPONSES  # TeiError: requests in TEI's shape
 }
 
 
 def json_response(content: Any) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
+
+
+def model_response(answer: BaseModel) -> Response:
+    """A typed answer as JSON; fields never set (`document` without return_documents) are left out."""
+    return Response(answer.model_dump_json(exclude_unset=True), media_type="application/json")
 
 
 def parse_json(body: bytes) -> Any:
@@ -75,7 +95,7 @@ async def rerank(request: Request) -> Response:
     ranking = await score_unless_hung_up(request.app.state.service, request, body.to_job())
     if ranking is None:
         return Response(status_code=CLIENT_CLOSED)
-    return json_response(body.response(ranking, request.state.request_id, request.app.state.settings.model_name))
+    return model_response(body.response(ranking, request.state.request_id, request.app.state.settings.model_name))
 
 
 async def rerank_tei(request: Request, data: Any) -> Response:
@@ -91,7 +111,7 @@ async def rerank_tei(request: Request, data: Any) -> Response:
         return tei_error_response(exc.kind, exc.message, exc.headers)
     if ranking is None:
         return Response(status_code=CLIENT_CLOSED)
-    return json_response(body.response(ranking))
+    return Response(TEI_RANKS.dump_json(body.response(ranking), exclude_unset=True), media_type="application/json")
 
 
 for _path in RERANK_ROUTES:
@@ -100,11 +120,15 @@ for _path in RERANK_ROUTES:
         rerank,
         methods=["POST"],
         summary="Rerank documents by relevance to a query",
-        responses={200: {"model": RerankResponse | list[TeiRank]}, **ERROR_RESPONSES},
+        responses={200: {"model": RerankResponse | list[TeiRank]}, **RERANK_ERROR_RESPONSES},
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RerankRequest"}}},
+                "content": {
+                    "application/json": {
+                        "schema": {"oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in REQUEST_MODELS]}
+                    }
+                },
             }
         },
         operation_id=f"rerank{_path.replace('/', '_')}",

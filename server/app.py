@@ -8,12 +8,11 @@ from typing import Any
 from fastapi import FastAPI
 
 from server import __version__
-from server.api_router import router
+from server.api_router import REQUEST_MODELS, router
 from server.cluster import Cluster
 from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
-from server.protocol import RerankRequest
 from server.serving import RerankService
 from server.settings import Settings
 
@@ -50,13 +49,14 @@ def create_app(settings: Settings, cluster: Cluster | None = None) -> FastAPI:
     default_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
-        # The rerank routes parse their body themselves (orjson); publish its schema here.
+        # The rerank routes parse their body themselves (orjson): their request models' schemas.
         if app.openapi_schema is None:
             schema = default_openapi()  # also caches it in app.openapi_schema
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            request_schema = RerankRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(request_schema.pop("$defs", {}))
-            components["RerankRequest"] = request_schema
+            for model in REQUEST_MODELS:
+                request_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(request_schema.pop("$defs", {}))
+                components[model.__name__] = request_schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -159,7 +159,7 @@ async def _final_output(queue: Any) -> Any:
 @dataclass(frozen=True)
 class EngineClient:
     """One API process of several, and vLLM's addresses of the engine core it talks to (made by
-    the supervisor, server/multiprocess.py)."""
+    the supervisor, server/supervisor.py)."""
 
     index: int
     count: int

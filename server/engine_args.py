@@ -1,11 +1,7 @@
-"""The vLLM engine's arguments, chosen for reranking (server/engine.py runs the engine).
-
-Every (query, document) pair is one engine request; a request's pairs are submitted together so
-that continuous batching packs them. Their shared prefix (system text + instruction + query) is
-computed once: vLLM registers a prompt's full KV blocks in the prefix cache when it schedules
-them, so the pairs scheduled after the first, in the same step or later, read them from there.
-`usage.cached_tokens` shows it (16% of tokens on the benchmark's workload: every full block of
-the prefix, the most block size 32 allows).
+"""The vLLM engine's arguments, chosen for reranking (server/engine.py runs the engine and says how
+a request's pairs share their prefix). `usage.cached_tokens` shows the prefix cache at work (16%
+of tokens on the benchmark's workload: every full block of the prefix, the most block size 32
+allows).
 
 Engine defaults chosen for reranking, where every request is one prefill and nothing decodes:
 - steps of 8192 tokens, or --max-model-len if longer (vLLM's server default is 2048 on the CPU

@@ -16,6 +16,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+PREFIX_RATIO_HELP = "prefix-cache tokens / tokens the engine scored, since start (the engine's own counts only)"
 TOKEN_BUCKETS = (100, 500, 1000, 5000, 10_000, 50_000, 100_000, 500_000, 1_000_000)
 
 
@@ -37,17 +38,22 @@ class Metrics:
         self.tokens = Histogram(
             "rerank_tokens_per_request", "prompt tokens per rerank request", buckets=TOKEN_BUCKETS, registry=r
         )
-        self.prompt_tokens = Counter("rerank_prompt_tokens", "prompt tokens scored", registry=r)
-        self.cached_tokens = Counter(
-            "rerank_cached_prompt_tokens", "prompt tokens served from vLLM's prefix cache", registry=r
+        self.prompt_tokens = Counter(
+            "rerank_prompt_tokens", "prompt tokens of the requests (score-cache hits included)", registry=r
         )
-        self._prompt_total = 0
+        self.engine_prompt_tokens = Counter(
+            "rerank_engine_prompt_tokens", "prompt tokens the engine scored (score-cache hits excluded)", registry=r
+        )
+        self.cached_tokens = Counter(
+            "rerank_cached_prompt_tokens",
+            "of the engine's prompt tokens, those read from vLLM's prefix cache",
+            registry=r,
+        )
+        self._engine_total = 0
         self._cached_total = 0
         if not multiprocess_mode():  # with several processes render() computes it from the summed counters
-            self.prefix_cache_hit_ratio = Gauge(
-                "rerank_prefix_cache_hit_ratio", "cached / scored prompt tokens since start", registry=r
-            )
-            self.prefix_cache_hit_ratio.set_function(lambda: ratio(self._cached_total, self._prompt_total))
+            self.prefix_cache_hit_ratio = Gauge("rerank_prefix_cache_hit_ratio", PREFIX_RATIO_HELP, registry=r)
+            self.prefix_cache_hit_ratio.set_function(lambda: ratio(self._cached_total, self._engine_total))
         self.requests_in_flight = Gauge(
             "rerank_requests_in_flight", "rerank requests being scored", registry=r, multiprocess_mode="livesum"
         )
@@ -74,10 +80,12 @@ class Metrics:
             "rerank_engine_up", "1 when the engine is ready to score", registry=r, multiprocess_mode="livemin"
         )
 
-    def record_tokens(self, prompt: int, cached: int) -> None:
+    def record_tokens(self, prompt: int, engine: int, cached: int) -> None:
+        """A request's prompt tokens, those the engine scored, and those of its read from the prefix cache."""
         self.prompt_tokens.inc(prompt)
+        self.engine_prompt_tokens.inc(engine)
         self.cached_tokens.inc(cached)
-        self._prompt_total += prompt
+        self._engine_total += engine
         self._cached_total += cached
 
     def render(self) -> bytes:
@@ -89,10 +97,9 @@ class Metrics:
         MultiProcessCollector(registry)
         families = list(registry.collect())
         totals = {s.name: s.value for f in families for s in f.samples}
-        prompt, cached = totals.get("rerank_prompt_tokens_total", 0), totals.get("rerank_cached_prompt_tokens_total", 0)
-        hit_ratio = GaugeMetricFamily(
-            "rerank_prefix_cache_hit_ratio", "cached / scored prompt tokens since start", ratio(cached, prompt)
-        )
+        engine = totals.get("rerank_engine_prompt_tokens_total", 0)
+        cached = totals.get("rerank_cached_prompt_tokens_total", 0)
+        hit_ratio = GaugeMetricFamily("rerank_prefix_cache_hit_ratio", PREFIX_RATIO_HELP, ratio(cached, engine))
         out = CollectorRegistry()
         out.register(_Fixed([*families, hit_ratio]))
         return generate_latest(out)

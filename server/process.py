@@ -105,6 +105,7 @@ async def serve(
 
     engine_task = asyncio.create_task(engine_lifetime())
     await server.serve(sockets=[sock] if sock is not None else None)
+    await service.close()
     if not engine_task.done():
         engine_task.cancel()
         try:

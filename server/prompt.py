@@ -29,8 +29,6 @@ SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 HEAD_TEMPLATE = "<Instruct>: {instruction}\n<Query>: {query}\n<Document>:"
 DOC_TEMPLATE = " {document}"
-YES_TOKEN_ID = 9693
-NO_TOKEN_ID = 2152
 
 
 class Tokenizer(Protocol):

@@ -4,12 +4,11 @@ TEI's dialect is in server/tei_protocol.py."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
-from server.rerank_job import Ranking, RerankJob
+from server.rerank_job import Passage, Ranking, RerankJob
 
 
 class TextDocument(BaseModel):
@@ -20,13 +19,13 @@ class TextDocument(BaseModel):
     text: StrictStr
 
 
-class RerankRequest(BaseModel):
+class RerankOptions(BaseModel):
+    """The request fields both dialects take (Cohere's here, TEI's in server/tei_protocol.py)."""
+
     model_config = ConfigDict(extra="ignore")
 
     query: StrictStr = Field(min_length=1, description="the search query")
-    documents: list[StrictStr | TextDocument] = Field(description='the candidates: strings or objects {"text": "..."}')
     top_n: StrictInt | None = Field(None, ge=1, description="return only the best n (default: all)")
-    return_documents: StrictBool = Field(True, description="echo each document's text in its result")
     instruction: StrictStr | None = Field(
         None, min_length=1, description="task instruction (default: the model card's web-search instruction)"
     )
@@ -46,6 +45,13 @@ class RerankRequest(BaseModel):
     max_chunks_per_doc: StrictInt | None = Field(
         None, ge=1, description="chunk: score at most this many windows of a document, the first ones"
     )
+
+
+class RerankRequest(RerankOptions):
+    """Cohere's shape (Jina's and vLLM's too): `documents` as strings or objects."""
+
+    documents: list[StrictStr | TextDocument] = Field(description='the candidates: strings or objects {"text": "..."}')
+    return_documents: StrictBool = Field(True, description="echo each document in its result")
 
     @field_validator("documents", mode="before")
     @classmethod
@@ -73,64 +79,89 @@ class RerankRequest(BaseModel):
             model=self.model,
         )
 
-    def response(self, ranking: Ranking, request_id: str, model: str) -> dict[str, Any]:
+    def response(self, ranking: Ranking, request_id: str, model: str) -> RerankResponse:
         """The Cohere-shaped answer: results best first, each with its document as sent (an object
-        keeps every field) unless return_documents is false, when `document` is absent."""
-        results: list[dict[str, Any]] = []
+        keeps every field) unless return_documents is false, when `document` is absent; a chunked
+        document's best window as `passage`. Serialize with `exclude_unset` (server/api_router.py)."""
+        results: list[RerankResult] = []
         for i in ranking.top(self.top_n):
             result: dict[str, Any] = {"index": i, "relevance_score": ranking.scores[i]}
             if self.return_documents:
                 doc = self.documents[i]
-                result["document"] = {"text": doc} if isinstance(doc, str) else doc.model_dump()
+                result["document"] = TextDocument.model_construct(text=doc) if isinstance(doc, str) else doc
             if ranking.passages[i] is not None:
-                result["passage"] = dataclasses.asdict(ranking.passages[i])
-            results.append(result)
-        return {
-            "id": request_id,
-            "model": model,
-            "results": results,
-            "usage": {
-                "prompt_tokens": ranking.prompt_tokens,
-                "total_tokens": ranking.prompt_tokens,
-                "cached_tokens": ranking.cached_tokens,
-            },
-        }
+                result["passage"] = ranking.passages[i]
+            results.append(RerankResult.model_construct(**result))
+        usage = RerankUsage.model_construct(
+            prompt_tokens=ranking.prompt_tokens,
+            total_tokens=ranking.prompt_tokens,
+            cached_tokens=ranking.cached_tokens,
+            score_cache_hits=ranking.score_cache_hits,
+        )
+        meta = RerankMeta.model_construct(
+            api_version=ApiVersion.model_construct(version="2"),
+            billed_units=BilledUnits.model_construct(search_units=search_units(len(self.documents))),
+            tokens=MetaTokens.model_construct(input_tokens=ranking.prompt_tokens, output_tokens=0),
+        )
+        return RerankResponse.model_construct(id=request_id, model=model, results=results, usage=usage, meta=meta)
 
 
-class RerankDocument(BaseModel):
-    """The document as sent: `text`, and any other fields of an object document."""
-
-    model_config = ConfigDict(extra="allow")
-    text: str
-
-
-class Passage(BaseModel):
-    """Where the best window of a chunked document lies: `document.text[start:end]`."""
-
-    start: int = Field(description="character offset of the window's start in the document")
-    end: int = Field(description="character offset just past the window's end")
-    chunk: int = Field(description="the window's number, from 0")
-    chunks: int = Field(description="how many windows of the document were scored")
+def search_units(documents: int) -> int:
+    """Cohere's billing unit: one search of up to 100 documents."""
+    return max(1, -(-documents // 100))
 
 
 class RerankResult(BaseModel):
-    index: int
-    relevance_score: float
-    document: RerankDocument | None = None
-    passage: Passage | None = Field(None, description="chunk strategy, documents of several windows only")
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(description="the document's position in the request")
+    relevance_score: float = Field(description="the model card's score: the probability of 'yes'")
+    document: TextDocument | None = Field(None, description="the document as sent (absent: return_documents false)")
+    passage: Passage | None = Field(
+        None, description="chunk strategy, documents of several windows only: where the best window lies"
+    )
 
 
 class RerankUsage(BaseModel):
-    prompt_tokens: int
-    total_tokens: int
-    cached_tokens: int = Field(description="prompt tokens served from vLLM's prefix cache")
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int = Field(description="tokens of every prompt scored for this request (windows included)")
+    total_tokens: int = Field(description="the same (nothing is generated)")
+    cached_tokens: int = Field(description="of the prompts the engine scored: tokens read from vLLM's prefix cache")
+    score_cache_hits: int = Field(
+        description="prompts answered from the score cache, not the engine (a chunked document's windows each count)"
+    )
+
+
+class ApiVersion(BaseModel):
+    version: str
+
+
+class BilledUnits(BaseModel):
+    search_units: int = Field(description="searches of up to 100 documents, as Cohere counts them")
+
+
+class MetaTokens(BaseModel):
+    input_tokens: int = Field(description="as usage.prompt_tokens")
+    output_tokens: int
+
+
+class RerankMeta(BaseModel):
+    """Cohere's `meta` block, as the Cohere SDKs and LiteLLM read usage."""
+
+    api_version: ApiVersion
+    billed_units: BilledUnits
+    tokens: MetaTokens
 
 
 class RerankResponse(BaseModel):
-    id: str
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="the request id (X-Request-Id)")
     model: str
     results: list[RerankResult]
     usage: RerankUsage
+    meta: RerankMeta
 
 
 class ModelCard(BaseModel):

@@ -30,7 +30,8 @@ class RerankJob:
 
 @dataclass(frozen=True)
 class Passage:
-    """Where the best window of a chunked document lies: `text[start:end]`."""
+    """Where the best window of a chunked document lies: `text[start:end]` (character offsets);
+    `chunk` is the window's number from 0, `chunks` how many windows of the document were scored."""
 
     start: int
     end: int
@@ -45,8 +46,9 @@ class Ranking:
     order: list[int]  # document indices, highest score first (ties: lower index first)
     logits: list[float]  # per document (in request order): the yes logit minus the no logit
     passages: list[Passage | None]  # per document: its best window, if it was chunked into several
-    prompt_tokens: int = 0
-    cached_tokens: int = 0  # prompt tokens not computed: vLLM's prefix cache, and score-cache hits whole
+    prompt_tokens: int = 0  # every prompt's tokens (windows included), the score cache's hits too
+    cached_tokens: int = 0  # of the prompts the engine scored: tokens read from vLLM's prefix cache
+    score_cache_hits: int = 0  # prompts answered from the score cache (or an identical one in flight)
     scores: list[float] = field(init=False)  # per document: the probability of "yes", sigmoid(logit)
 
     def __post_init__(self) -> None:

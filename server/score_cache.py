@@ -24,7 +24,7 @@ import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 logger = logging.getLogger("server.score_cache")
 KEY_PREFIX = b"rerank:score:v1:"
@@ -152,13 +152,20 @@ class ScoreCache:
 Scorer = Callable[[list[list[int]], list[int] | None], Awaitable[tuple[list[float], int]]]
 
 
+class Through(NamedTuple):
+    """What `score_through` found: every prompt's logit, and what the engine did for this call."""
+
+    logits: list[float]
+    engine_pairs: int  # prompts the engine scored (the rest came from the cache or a pair in flight)
+    engine_tokens: int  # their tokens
+    prefix_cached_tokens: int  # of those, the tokens vLLM read from its prefix cache
+
+
 async def score_through(
     cache: ScoreCache, prompts: list[list[int]], priorities: list[int] | None, score: Scorer
-) -> tuple[list[float], int, int]:
+) -> Through:
     """Every prompt's logit: from the cache, from an identical pair in flight, or from `score`
-    (the engine: admission and all) for the rest, each distinct prompt once. Returns the logits,
-    how many pairs the engine scored for this call, and the prompt tokens it did not compute: the
-    engine's prefix-cache hits and every token of the pairs it did not score."""
+    (the engine: admission and all) for the rest, each distinct prompt once."""
     keys = [cache.key(p) for p in prompts]
     logits = await cache.get_many(keys)
     mine: dict[bytes, list[int]] = {}  # prompts this call scores: key -> its indices
@@ -172,7 +179,7 @@ async def score_through(
             mine[keys[i]] = [i]
         else:
             theirs[i] = future
-    scored_pairs, scored_tokens, cached_tokens = await _score_and_store(cache, mine, prompts, priorities, logits, score)
+    pairs, tokens, prefix_cached = await _score_and_store(cache, mine, prompts, priorities, logits, score)
     retry: list[int] = []
     for i, future in theirs.items():
         await asyncio.wait([future])  # not shield(): a cancelled future must not look like our own cancellation
@@ -180,17 +187,17 @@ async def score_through(
             retry.append(i)
         else:
             logits[i] = future.result()
-    retried = set(retry)
-    cached_tokens += sum(len(p) for i, p in enumerate(prompts) if i not in retried) - scored_tokens
     if retry:  # through the same mechanism: cached by now, in flight again, or scored here
         retry_priorities = [priorities[i] for i in retry] if priorities is not None else None
-        more_logits, more_pairs, more_cached = await score_through(
-            cache, [prompts[i] for i in retry], retry_priorities, score
-        )
-        for i, value in zip(retry, more_logits, strict=True):
+        more = await score_through(cache, [prompts[i] for i in retry], retry_priorities, score)
+        for i, value in zip(retry, more.logits, strict=True):
             logits[i] = value
-        scored_pairs, cached_tokens = scored_pairs + more_pairs, cached_tokens + more_cached
-    return [float(v) for v in logits], scored_pairs, cached_tokens  # type: ignore[arg-type]
+        pairs, tokens, prefix_cached = (
+            pairs + more.engine_pairs,
+            tokens + more.engine_tokens,
+            prefix_cached + more.prefix_cached_tokens,
+        )
+    return Through([float(v) for v in logits], pairs, tokens, prefix_cached)  # type: ignore[arg-type]
 
 
 async def _score_and_store(

@@ -27,6 +27,9 @@ WARMUP_JOB = RerankJob(
     query="What is the capital of China?",
     texts=["The capital of China is Beijing.", "Gravity pulls objects toward each other."],
 )
+# The warm-up's engine request id (what tests' engine wrappers look for); it is never how the warm-up
+# is told apart: a client may send any X-Request-Id, this one too.
+WARMUP_REQUEST_ID = "warmup"
 
 
 @dataclass
@@ -88,7 +91,7 @@ class RerankService:
         if self.settings.score_cache_size > 0:
             self.score_cache = await asyncio.to_thread(self._make_score_cache)
         started = time.perf_counter()
-        await self._rerank(WARMUP_JOB, "warmup", RequestStats())
+        await self._rerank(WARMUP_JOB, WARMUP_REQUEST_ID, RequestStats(), use_score_cache=False)
         self.warmed_up = True
         self.metrics.engine_up.set(1)
         if self.cluster is not None:  # the supervisor says `Engine started.` once all are
@@ -130,6 +133,11 @@ class RerankService:
         """SIGTERM came: /ready turns 503 and every answer closes its connection."""
         self.draining = True
 
+    async def close(self) -> None:
+        """At shutdown, after the last request: the score cache's Redis connection is closed."""
+        if self.score_cache is not None:
+            await self.score_cache.close()
+
     def mark_dead(self) -> None:
         self.warmed_up = False
         self.metrics.engine_up.set(0)
@@ -151,7 +159,9 @@ class RerankService:
             )
         return await self._rerank(job, request_id, stats)
 
-    async def _rerank(self, job: RerankJob, request_id: str, stats: RequestStats) -> Ranking:
+    async def _rerank(
+        self, job: RerankJob, request_id: str, stats: RequestStats, use_score_cache: bool = True
+    ) -> Ranking:
         assert self.prompts is not None and self.engine is not None
         stats.documents = len(job.texts)
         prompts = await asyncio.to_thread(self._build_prompts, job)
@@ -179,31 +189,36 @@ class RerankService:
                 "max_chunks_per_doc",
             )
 
-        pair_logits, cached_tokens = await self._score_pairs(prompts, request_id)
-        stats.cached_tokens = cached_tokens
-        self.metrics.record_tokens(stats.tokens, cached_tokens)
+        pair_logits, engine_pairs, engine_tokens, prefix_cached = await self._score_pairs(
+            prompts, request_id, use_score_cache
+        )
+        stats.cached_tokens = prefix_cached
+        self.metrics.record_tokens(stats.tokens, engine_tokens, prefix_cached)
         logits, passages = best_windows(pair_logits, prompts.windows)
         order = sorted(range(len(logits)), key=lambda i: -logits[i])
-        return Ranking(order, logits, passages, stats.tokens, cached_tokens)
+        return Ranking(
+            order, logits, passages, stats.tokens, prefix_cached, score_cache_hits=len(pair_logits) - engine_pairs
+        )
 
-    async def _score_pairs(self, prompts: Prompts, request_id: str) -> tuple[list[float], int]:
-        """Every prompt's logit and the prompt tokens not computed anew: through the score cache
-        when there is one (a cached pair's tokens all count as cached), else all by the engine."""
-        if self.score_cache is None or request_id == "warmup":  # the warm-up must reach the engine
+    async def _score_pairs(
+        self, prompts: Prompts, request_id: str, use_score_cache: bool
+    ) -> tuple[list[float], int, int, int]:
+        """Every prompt's logit, and what the engine did: (logits, pairs it scored, their tokens, the
+        tokens of those it read from vLLM's prefix cache). Through the score cache when there is one;
+        the warm-up goes past it (it must reach the engine), whatever its request id."""
+        if self.score_cache is None or not use_score_cache:
             scores = await self._score(prompts.token_ids, request_id, prompts.priorities)
-            return scores.logits, scores.cached_tokens
+            return scores.logits, len(prompts.token_ids), prompts.num_tokens, scores.cached_tokens
 
         async def engine(token_ids: list[list[int]], priorities: list[int] | None) -> tuple[list[float], int]:
             scores = await self._score(token_ids, request_id, priorities)
             return scores.logits, scores.cached_tokens
 
-        logits, scored, cached_tokens = await score_through(
-            self.score_cache, prompts.token_ids, prompts.priorities, engine
-        )
-        self.metrics.score_cache_hits.inc(len(logits) - scored)
-        self.metrics.score_cache_misses.inc(scored)
+        through = await score_through(self.score_cache, prompts.token_ids, prompts.priorities, engine)
+        self.metrics.score_cache_hits.inc(len(through.logits) - through.engine_pairs)
+        self.metrics.score_cache_misses.inc(through.engine_pairs)
         self.metrics.score_cache_entries.set(self.score_cache.entries)
-        return logits, cached_tokens
+        return through
 
     def _build_prompts(self, job: RerankJob) -> Prompts:
         """The job's prompts under its long-document strategy (runs in a worker thread)."""

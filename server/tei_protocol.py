@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, TypeAdapter, field_validator
 from starlette.responses import Response
 
 from server.errors import ERROR_STATUS
+from server.protocol import RerankOptions
 from server.rerank_job import Ranking, RerankJob
 
 # this server's error kind -> TEI's error_type
@@ -40,10 +40,10 @@ def is_tei_body(data: Any) -> bool:
     return isinstance(data, dict) and "texts" in data and "documents" not in data
 
 
-class TeiRerankRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class TeiRerankRequest(RerankOptions):
+    """TEI's shape: `texts` as strings; this server's own fields (instruction, long documents) as
+    in Cohere's shape (server/protocol.py's RerankOptions)."""
 
-    query: StrictStr = Field(min_length=1, description="the search query")
     texts: list[StrictStr] = Field(description="the candidates, as strings")
     truncate: StrictBool | None = Field(
         None, description="true or absent: a text that does not fit is cut; false: it is refused (422)"
@@ -53,13 +53,7 @@ class TeiRerankRequest(BaseModel):
     )
     raw_scores: StrictBool = Field(False, description="score is the logit log(p / (1 - p)) instead of p")
     return_text: StrictBool = Field(False, description="echo each text in its entry")
-    top_n: StrictInt | None = Field(None, ge=1, description="return only the best n (Elasticsearch sends it)")
     model: StrictStr | None = Field(None, description="ignored, as TEI does (it serves one model)")
-    # this server's own fields, as in the Cohere shape
-    instruction: StrictStr | None = Field(None, min_length=1)
-    max_tokens_per_doc: StrictInt | None = Field(None, ge=1)
-    long_document_strategy: Literal["truncate", "chunk"] | None = None
-    max_chunks_per_doc: StrictInt | None = Field(None, ge=1)
 
     @field_validator("truncation_direction", mode="before")
     @classmethod
@@ -78,21 +72,34 @@ class TeiRerankRequest(BaseModel):
             truncation_direction=self.truncation_direction,
         )
 
-    def response(self, ranking: Ranking) -> list[dict[str, Any]]:
+    def response(self, ranking: Ranking) -> list[TeiRank]:
+        """TEI's answer, best first (serialize with `exclude_unset`: `text` only with return_text)."""
         scores = ranking.logits if self.raw_scores else ranking.scores
-        out: list[dict[str, Any]] = []
+        out: list[TeiRank] = []
         for i in ranking.top(self.top_n):
             entry: dict[str, Any] = {"index": i, "score": scores[i]}
             if self.return_text:
                 entry["text"] = self.texts[i]
-            out.append(entry)
+            out.append(TeiRank.model_construct(**entry))
         return out
 
 
 class TeiRank(BaseModel):
-    index: int
-    score: float
-    text: str | None = None
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(description="the text's position in the request")
+    score: float = Field(description="the probability of 'yes', or its logit with raw_scores")
+    text: str | None = Field(None, description="the text (return_text only)")
+
+
+TEI_RANKS = TypeAdapter(list[TeiRank])
+
+
+class TeiError(BaseModel):
+    """TEI's error body, on requests in TEI's shape."""
+
+    error: str
+    error_type: str
 
 
 class TeiInfo(BaseModel):
@@ -116,5 +123,5 @@ class TeiInfo(BaseModel):
 
 def tei_error_response(kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
     status = 422 if kind == "empty" else ERROR_STATUS[kind]
-    body = orjson.dumps({"error": message, "error_type": TEI_ERROR_TYPE.get(kind, "Backend")})
+    body = TeiError(error=message, error_type=TEI_ERROR_TYPE.get(kind, "Backend")).model_dump_json()
     return Response(body, status_code=status, media_type="application/json", headers=headers)

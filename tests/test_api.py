@@ -30,7 +30,7 @@ def test_results_sorted_with_index_score_document(client):
     response = rerank(client)
     assert response.status_code == 200
     data = response.json()
-    assert set(data) == {"id", "model", "results", "usage"}
+    assert set(data) == {"id", "model", "results", "usage", "meta"}
     assert data["model"] == "qwen3-reranker-test"
     results = data["results"]
     assert sorted(r["index"] for r in results) == list(range(len(DOCS)))
@@ -39,6 +39,9 @@ def test_results_sorted_with_index_score_document(client):
     assert all(0.0 < s < 1.0 for s in scores)
     assert all(r["document"] == {"text": DOCS[r["index"]]} for r in results)
     assert data["usage"]["prompt_tokens"] == data["usage"]["total_tokens"] > 0
+    # Cohere's meta block, as the Cohere SDKs and LiteLLM read usage
+    assert data["meta"]["billed_units"] == {"search_units": 1}
+    assert data["meta"]["tokens"] == {"input_tokens": data["usage"]["prompt_tokens"], "output_tokens": 0}
 
 
 def test_top_n_keeps_the_best(client):

@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import API_KEY, ROOT, wait_until
+from .test_process import free_port
 
 pytestmark = pytest.mark.engine
 
@@ -231,3 +232,25 @@ def test_malformed_data_names_the_file_and_the_line(tmp_path, file, line, conten
     assert f"{path}, line {line}: {message}" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert os.path.exists(data)
+
+
+def test_a_server_that_refuses_connections_at_the_start_fails_at_once(tmp_path):
+    """A typo in --server: one line after a few connection attempts, not minutes of retries."""
+    data = tmp_path / "beir"
+    make_beir(data)
+    url = f"http://127.0.0.1:{free_port()}"
+    result = evaluate("--data", str(data), "--bm25", "--server", url, "--out", str(tmp_path / "o"))
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot reach {url} (ConnectError") and "--server" in line, line
+    assert not (tmp_path / "o").exists()  # nothing was started
+
+
+def test_a_missing_eval_extra_is_one_line_naming_the_install_command(tmp_path, monkeypatch, capsys):
+    import evaluate as tool
+
+    real = tool.find_spec
+    monkeypatch.setattr(tool, "find_spec", lambda name: None if name in ("ranx", "bm25s") else real(name))
+    assert tool.main(["--data", str(tmp_path), "--bm25", "--server", "http://127.0.0.1:9"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "missing: ranx, bm25s" in line and "pip install -e '.[eval]'" in line, line

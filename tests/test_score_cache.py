@@ -93,7 +93,13 @@ def test_an_exact_repeat_hits_every_pair_with_bit_identical_scores(live_server, 
     assert metric(live, "rerank_score_cache_misses_total") == 4
     assert metric(live, "rerank_score_cache_entries") >= 4
     usage = second["usage"]
-    assert usage["cached_tokens"] == usage["prompt_tokens"] == first["usage"]["prompt_tokens"]
+    assert usage["prompt_tokens"] == first["usage"]["prompt_tokens"]  # what the request is, hits or not
+    assert usage["score_cache_hits"] == 4 and first["usage"]["score_cache_hits"] == 0
+    assert usage["cached_tokens"] == 0  # vLLM's prefix cache alone: the engine scored nothing
+    # the prefix-cache ratio counts the engine's tokens only: the repeat's hits do not raise it
+    assert metric(live, "rerank_engine_prompt_tokens_total") == metric(live, "rerank_prompt_tokens_total") - usage[
+        "prompt_tokens"
+    ]
 
 
 def test_what_changes_the_prompt_misses_and_what_does_not_hits(live_server, engine):
@@ -259,8 +265,31 @@ def test_a_pair_whose_first_scorer_fails_is_scored_by_the_one_that_waited():
         waiting.set()
         with pytest.raises(RuntimeError):
             await first
-        assert await second == ([0.25], 1, 0)
+        assert await second == ([0.25], 1, 4, 0)  # the engine scored it: 1 pair, 4 tokens, none from its prefix cache
         assert calls == ["first", "second"]
-        assert await score_through(cache, prompt, None, failing) == ([0.25], 0, 4)  # cached: not computed
+        assert await score_through(cache, prompt, None, failing) == ([0.25], 0, 0, 0)  # cached: the engine did nothing
 
     asyncio.run(main())
+
+
+def test_a_client_request_id_of_warmup_still_uses_the_cache(live_server, engine):
+    """The warm-up is marked by the server itself: a client's X-Request-Id cannot skip the cache."""
+    live, counter = counted_server(live_server, engine)
+    body = {"query": QUERY, "documents": docs("client-says-warmup")}
+    with live.client() as c:
+        for _ in range(2):
+            assert c.post("/v1/rerank", json=body, headers={"X-Request-Id": "warmup"}).status_code == 200
+    assert counter.pairs == 4, "the repeat reached the engine"
+
+
+def test_closing_the_service_closes_its_redis_connection(live_server, engine, engine_loop, redis_server):
+    import redis
+
+    def connections() -> int:
+        return redis.Redis(port=redis_server.port).info("clients")["connected_clients"]
+
+    live, _ = counted_server(live_server, engine, score_cache_url=redis_server.url)
+    rerank(live, {"query": QUERY, "documents": docs("closing")})  # opens its connection
+    before = connections()
+    engine_loop.run(live.service.close())
+    assert wait_until(lambda: connections() < before, timeout=10), "the Redis connection stayed open"
