@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from server import __version__
 from server.engine_args import api_processes, max_batch_tokens
-from server.errors import CLIENT_CLOSED, ServiceError, describe_validation_errors, error_response
+from server.errors import CLIENT_CLOSED, ErrorKind, ServiceError, describe_validation_errors, error_response
 from server.protocol import ErrorResponse, ModelCard, ModelList, RerankRequest, RerankResponse
 from server.rerank_job import Ranking, RerankJob
 from server.serving import RequestStats, RerankService
@@ -58,7 +58,7 @@ def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ServiceError("invalid_request_error", f"request body is not valid JSON: {exc}") from None
+        raise ServiceError(ErrorKind.INVALID_REQUEST, f"request body is not valid JSON: {exc}") from None
 
 
 async def _until_disconnected(request: Request) -> None:
@@ -102,9 +102,9 @@ async def rerank_tei(request: Request, data: Any) -> Response:
     try:
         body = TeiRerankRequest.model_validate(data)
     except ValidationError as exc:
-        return tei_error_response("validation_error", describe_validation_errors(list(exc.errors())))
+        return tei_error_response(ErrorKind.VALIDATION, describe_validation_errors(list(exc.errors())))
     if not body.texts:
-        return tei_error_response("empty", "`texts` cannot be empty")
+        return tei_error_response(ErrorKind.EMPTY, "`texts` cannot be empty")
     try:
         ranking = await score_unless_hung_up(request.app.state.service, request, body.to_job())
     except ServiceError as exc:
@@ -144,9 +144,9 @@ async def health() -> Response:
 async def ready(request: Request) -> Response:
     service: RerankService = request.app.state.service
     if service.draining:
-        return error_response("service_unavailable", "the server is shutting down")
+        return error_response(ErrorKind.SERVICE_UNAVAILABLE, "the server is shutting down")
     if not service.ready:
-        return error_response("service_unavailable", "the engine is not ready")
+        return error_response(ErrorKind.SERVICE_UNAVAILABLE, "the engine is not ready")
     return json_response({"status": "ready", "model": service.settings.model_name})
 
 

@@ -8,33 +8,45 @@ process there is no Cluster and `PairBudget` counts locally.
 from __future__ import annotations
 
 import multiprocessing
+from enum import IntEnum
 from typing import Any
 
 
+class ProcessState(IntEnum):
+    """Where one API process stands (LitServe's worker status, for our processes)."""
+
+    STARTING = 0  # loading, or warming up
+    WARMED_UP = 1  # scored its warm-up; waits for the others and the supervisor's `Engine started.`
+    READY = 2  # the supervisor logged `Engine started.`: /ready answers 200
+
+
 class Cluster:
-    """Readiness flags of every API process and the server-wide count of pairs in the engine."""
+    """Each API process's state and the server-wide count of pairs in the engine."""
 
     def __init__(self, count: int) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.index = -1  # this API process's number, set in each of them
-        self._warmed_up = ctx.RawArray("b", count)  # each process: scored its warm-up
-        self._started = ctx.RawValue("b", 0)  # the supervisor: logged `Engine started.`
+        self._states = ctx.RawArray("b", count)  # a ProcessState per process
         self.pairs = ctx.Value("q", 0)  # pairs in the engine, all processes together
 
-    def mark_ready(self) -> None:
+    def state(self, index: int) -> ProcessState:
+        return ProcessState(self._states[index])
+
+    def mark_warmed_up(self) -> None:
         """This API process has scored its warm-up."""
-        self._warmed_up[self.index] = 1
+        self._states[self.index] = ProcessState.WARMED_UP
 
     def all_warmed_up(self) -> bool:
-        return all(self._warmed_up)
+        return all(state >= ProcessState.WARMED_UP for state in self._states)
 
-    def mark_started(self) -> None:
-        """Every process has scored its warm-up and `Engine started.` is in the log."""
-        self._started.value = 1
+    def mark_all_ready(self) -> None:
+        """The supervisor, once every process has warmed up and `Engine started.` is in the log."""
+        for i in range(len(self._states)):
+            self._states[i] = ProcessState.READY
 
     def all_ready(self) -> bool:
-        """What each process's /ready waits for: every process warmed up and the line logged."""
-        return bool(self._started.value)
+        """What each process's /ready waits for: every process READY."""
+        return all(state == ProcessState.READY for state in self._states)
 
 
 class PairBudget:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -14,31 +15,47 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-# error type -> HTTP status
-ERROR_STATUS: dict[str, int] = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "not_found_error": 404,
-    "method_not_allowed": 405,
-    "payload_too_large": 413,
-    "validation_error": 422,
-    "overloaded_error": 429,
-    "internal_error": 500,
-    "service_unavailable": 503,
-    "timeout_error": 504,
+
+class ErrorKind(StrEnum):
+    """What went wrong, as the error body's `type` names it."""
+
+    INVALID_REQUEST = "invalid_request_error"
+    AUTHENTICATION = "authentication_error"
+    NOT_FOUND = "not_found_error"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    VALIDATION = "validation_error"
+    EMPTY = "empty"  # TEI's "Empty": a request in TEI's shape with no texts
+    OVERLOADED = "overloaded_error"
+    INTERNAL = "internal_error"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    TIMEOUT = "timeout_error"
+
+
+# The one table: error kind -> HTTP status
+ERROR_STATUS: dict[ErrorKind, int] = {
+    ErrorKind.INVALID_REQUEST: 400,
+    ErrorKind.AUTHENTICATION: 401,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.METHOD_NOT_ALLOWED: 405,
+    ErrorKind.PAYLOAD_TOO_LARGE: 413,
+    ErrorKind.EMPTY: 422,
+    ErrorKind.VALIDATION: 422,
+    ErrorKind.OVERLOADED: 429,
+    ErrorKind.INTERNAL: 500,
+    ErrorKind.SERVICE_UNAVAILABLE: 503,
+    ErrorKind.TIMEOUT: 504,
 }
-STATUS_TYPE: dict[int, str] = {status: kind for kind, status in ERROR_STATUS.items()}
+STATUS_TYPE: dict[int, ErrorKind] = {status: kind for kind, status in ERROR_STATUS.items()}  # 422: VALIDATION
 CLIENT_CLOSED = 499  # nginx's code for "the client hung up before the answer" (access log, metrics)
 
 
 class ServiceError(Exception):
-    """An error a caller sees: its `kind` is a key of ERROR_STATUS."""
+    """An error a caller sees, in the caller's dialect."""
 
-    def __init__(self, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, kind: ErrorKind, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        if kind not in ERROR_STATUS:
-            raise ValueError(f"unknown error kind {kind!r}")
-        self.kind = kind
+        self.kind = ErrorKind(kind)
         self.message = message
         self.headers = headers or {}
 
@@ -47,11 +64,11 @@ class ServiceError(Exception):
         return ERROR_STATUS[self.kind]
 
 
-def error_body(kind: str, message: str) -> bytes:
+def error_body(kind: ErrorKind, message: str) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": kind, "code": ERROR_STATUS[kind]}})
 
 
-def error_response(kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(kind: ErrorKind, message: str, headers: dict[str, str] | None = None) -> Response:
     return Response(
         error_body(kind, message), status_code=ERROR_STATUS[kind], media_type="application/json", headers=headers
     )
@@ -74,15 +91,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(request: Request, exc: RequestValidationError) -> Response:
-        return error_response("validation_error", describe_validation_errors(list(exc.errors())))
+        return error_response(ErrorKind.VALIDATION, describe_validation_errors(list(exc.errors())))
 
     @app.exception_handler(ValidationError)
     async def _validation(request: Request, exc: ValidationError) -> Response:
-        return error_response("validation_error", describe_validation_errors(list(exc.errors())))
+        return error_response(ErrorKind.VALIDATION, describe_validation_errors(list(exc.errors())))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        kind = STATUS_TYPE.get(exc.status_code, "invalid_request_error" if exc.status_code < 500 else "internal_error")
+        fallback = ErrorKind.INVALID_REQUEST if exc.status_code < 500 else ErrorKind.INTERNAL
+        kind = STATUS_TYPE.get(exc.status_code, fallback)
         message = str(exc.detail)
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}; see /docs"

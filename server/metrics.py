@@ -58,7 +58,10 @@ class Metrics:
             "rerank_requests_in_flight", "rerank requests being scored", registry=r, multiprocess_mode="livesum"
         )
         self.pairs_in_flight = Gauge(
-            "rerank_pairs_in_flight", "(query, document) pairs in the engine", registry=r, multiprocess_mode="livesum"
+            "rerank_pairs_in_flight",
+            "pairs in the engine (a pair: the query with one document, or one window of a chunked one)",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.score_cache_hits = Counter(
             "rerank_score_cache_hits", "pairs answered from the score cache (this process's or Redis)", registry=r

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from server.errors import CLIENT_CLOSED, ServiceError, error_response
+from server.errors import CLIENT_CLOSED, ErrorKind, ServiceError, error_response
 from server.metrics import Metrics
 from server.serving import RequestStats
 
@@ -89,7 +89,7 @@ class RequestContextMiddleware:
             if status != CLIENT_CLOSED:
                 raise  # the response had started: nothing sane can be sent any more
             message = f"internal server error (request id {request_id})"
-            await error_response("internal_error", message)(scope, receive, send_with_id)
+            await error_response(ErrorKind.INTERNAL, message)(scope, receive, send_with_id)
         finally:
             latency = time.perf_counter() - started
             path = scope["path"]
@@ -136,7 +136,7 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         response = error_response(
-            "authentication_error",
+            ErrorKind.AUTHENTICATION,
             "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
             headers={"WWW-Authenticate": 'Bearer realm="rerank"'},
         )
@@ -186,7 +186,7 @@ class BodyLimitMiddleware:
 
     def _too_large(self, size: str) -> ServiceError:
         return ServiceError(
-            "payload_too_large",
+            ErrorKind.PAYLOAD_TOO_LARGE,
             f"request body of {size} bytes is over the limit of {self.limit} bytes",
             headers={"Connection": "close"},
         )

@@ -152,16 +152,17 @@ class PromptBuilder:
         documents: list[str],
         instruction: str | None = None,
         max_tokens_per_doc: int | None = None,
-        direction: Literal["right", "left"] = "right",
+        truncation_direction: Literal["right", "left"] = "right",
     ) -> Prompts:
         """One prompt per document; a document longer than the budget loses its tail (the card),
-        or with direction "left" its beginning (its last tokens are kept). Only the document's own
-        tokens are cut, on a token boundary: never the prefix, instruction, query or suffix."""
+        or with truncation_direction "left" its beginning (its last tokens are kept). Only the
+        document's own tokens are cut, on a token boundary: never the prefix, instruction, query or
+        suffix."""
         start, doc_budget = self._start_and_budget(query, instruction, max_tokens_per_doc)
         if not documents:
             return Prompts([], [], doc_budget=doc_budget)
         encoded = self.encode_documents([DOC_TEMPLATE.format(document=d) for d in documents])
-        if direction == "left":
+        if truncation_direction == "left":
             token_ids = [start + doc[max(0, len(doc) - doc_budget) :] + self.suffix_ids for doc in encoded]
         else:
             token_ids = [start + doc[:doc_budget] + self.suffix_ids for doc in encoded]
@@ -172,17 +173,17 @@ class PromptBuilder:
         query: str,
         documents: list[str],
         instruction: str | None = None,
-        chunk_tokens: int | None = None,
+        max_tokens_per_doc: int | None = None,
         max_chunks: int = 64,
         overlap_tokens: int | None = None,
     ) -> Prompts:
         """One prompt per window of each document (see `window_spans`); a document that fits the
         budget is one window whose prompt is exactly `build`'s.
 
-        chunk_tokens: window length (default and at most: the budget the prompt leaves for the
+        max_tokens_per_doc: window length (default and at most: the budget the prompt leaves for the
         document); overlap_tokens: default 1/8 of the window, at most half of it.
         """
-        start, length = self._start_and_budget(query, instruction, chunk_tokens)
+        start, length = self._start_and_budget(query, instruction, max_tokens_per_doc)
         overlap = min(length // 8 if overlap_tokens is None else overlap_tokens, length // 2)
         if not documents:
             return Prompts([], [], [])

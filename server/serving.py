@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from server.cluster import Cluster, PairBudget
 from server.engine import Engine, Scores
-from server.errors import ServiceError
+from server.errors import ErrorKind, ServiceError
 from server.metrics import Metrics
 from server.model_files import hub_revision, weights_identity
 from server.prompt import PromptBuilder, Prompts, QueryTooLongError, Tokenizer, Window
@@ -91,11 +91,11 @@ class RerankService:
         if self.settings.score_cache_size > 0:
             self.score_cache = await asyncio.to_thread(self._make_score_cache)
         started = time.perf_counter()
-        await self._rerank(WARMUP_JOB, WARMUP_REQUEST_ID, RequestStats(), use_score_cache=False)
+        await self._rank(WARMUP_JOB, WARMUP_REQUEST_ID, RequestStats(), use_score_cache=False)
         self.warmed_up = True
         self.metrics.engine_up.set(1)
         if self.cluster is not None:  # the supervisor says `Engine started.` once all are
-            self.cluster.mark_ready()
+            self.cluster.mark_warmed_up()
             logger.info("warm-up rerank scored in %.2fs", time.perf_counter() - started)
             return
         logger.info(
@@ -145,21 +145,23 @@ class RerankService:
     # --- requests -------------------------------------------------------------------------
     async def rerank(self, job: RerankJob, request_id: str, stats: RequestStats) -> Ranking:
         if not self.can_score:
-            raise ServiceError("service_unavailable", "the engine is not ready yet; retry when GET /ready is 200")
+            raise ServiceError(
+                ErrorKind.SERVICE_UNAVAILABLE, "the engine is not ready yet; retry when GET /ready is 200"
+            )
         if job.model is not None and job.model != self.settings.model_name:
             raise ServiceError(
-                "not_found_error",
+                ErrorKind.NOT_FOUND,
                 f"model {job.model!r} is not served here; this server serves {self.settings.model_name!r}",
             )
         if len(job.texts) > self.settings.max_documents:
             self.metrics.rejected.labels("too_many_documents").inc()
             raise ServiceError(
-                "payload_too_large",
+                ErrorKind.PAYLOAD_TOO_LARGE,
                 f"{len(job.texts)} documents in one request; the limit is {self.settings.max_documents}",
             )
-        return await self._rerank(job, request_id, stats)
+        return await self._rank(job, request_id, stats)
 
-    async def _rerank(
+    async def _rank(
         self, job: RerankJob, request_id: str, stats: RequestStats, use_score_cache: bool = True
     ) -> Ranking:
         assert self.prompts is not None and self.engine is not None
@@ -177,19 +179,19 @@ class RerankService:
             else:
                 room = "it needs more windows than max_chunks_per_doc allows"
             raise ServiceError(
-                "validation_error",
+                ErrorKind.VALIDATION,
                 f"texts[{first}] does not fit: {room}; send truncate: true (or leave it out) to cut it, or shorten it",
             )
         if len(prompts.token_ids) > self.settings.max_pairs_in_flight:  # only chunking gets here
             self.metrics.rejected.labels("too_many_windows").inc()
             raise ServiceError(
-                "payload_too_large",
-                f"the documents split into {len(prompts.token_ids)} windows, more than the server scores at once "
+                ErrorKind.PAYLOAD_TOO_LARGE,
+                f"the documents split into {len(prompts.token_ids)} windows, more pairs than the engine takes at once "
                 f"({self.settings.max_pairs_in_flight}); send fewer or shorter documents, or a smaller "
                 "max_chunks_per_doc",
             )
 
-        pair_logits, engine_pairs, engine_tokens, prefix_cached = await self._score_pairs(
+        pair_logits, engine_pairs, engine_tokens, prefix_cached = await self._logits_through_cache(
             prompts, request_id, use_score_cache
         )
         stats.cached_tokens = prefix_cached
@@ -200,21 +202,21 @@ class RerankService:
             order, logits, passages, stats.tokens, prefix_cached, score_cache_hits=len(pair_logits) - engine_pairs
         )
 
-    async def _score_pairs(
+    async def _logits_through_cache(
         self, prompts: Prompts, request_id: str, use_score_cache: bool
     ) -> tuple[list[float], int, int, int]:
         """Every prompt's logit, and what the engine did: (logits, pairs it scored, their tokens, the
         tokens of those it read from vLLM's prefix cache). Through the score cache when there is one;
         the warm-up goes past it (it must reach the engine), whatever its request id."""
         if self.score_cache is None or not use_score_cache:
-            scores = await self._score(prompts.token_ids, request_id, prompts.priorities)
+            scores = await self._admit_and_score(prompts.token_ids, request_id, prompts.priorities)
             return scores.logits, len(prompts.token_ids), prompts.num_tokens, scores.cached_tokens
 
-        async def engine(token_ids: list[list[int]], priorities: list[int] | None) -> tuple[list[float], int]:
-            scores = await self._score(token_ids, request_id, priorities)
+        async def score_in_engine(token_ids: list[list[int]], priorities: list[int] | None) -> tuple[list[float], int]:
+            scores = await self._admit_and_score(token_ids, request_id, priorities)
             return scores.logits, scores.cached_tokens
 
-        through = await score_through(self.score_cache, prompts.token_ids, prompts.priorities, engine)
+        through = await score_through(self.score_cache, prompts.token_ids, prompts.priorities, score_in_engine)
         self.metrics.score_cache_hits.inc(len(through.logits) - through.engine_pairs)
         self.metrics.score_cache_misses.inc(through.engine_pairs)
         self.metrics.score_cache_entries.set(self.score_cache.entries)
@@ -234,7 +236,7 @@ class RerankService:
             max_chunks = job.max_chunks_per_doc or self.settings.max_chunks_per_doc
             if max_chunks > self.settings.max_chunks_per_doc:
                 raise ServiceError(
-                    "validation_error",
+                    ErrorKind.VALIDATION,
                     f"max_chunks_per_doc: at most {self.settings.max_chunks_per_doc} on this server, got {max_chunks}",
                 )
             return self.prompts.build_chunked(
@@ -247,17 +249,19 @@ class RerankService:
             )
         except QueryTooLongError as exc:
             self.metrics.rejected.labels("query_too_long").inc()
-            raise ServiceError("invalid_request_error", str(exc)) from None
+            raise ServiceError(ErrorKind.INVALID_REQUEST, str(exc)) from None
 
-    async def _score(self, token_ids: list[list[int]], request_id: str, priorities: list[int] | None) -> Scores:
+    async def _admit_and_score(
+        self, token_ids: list[list[int]], request_id: str, priorities: list[int] | None
+    ) -> Scores:
         """Admission control, time-out and engine errors around engine.score()."""
         assert self.engine is not None
         n = len(token_ids)
         if not self.pairs.try_take(n):
             self.metrics.rejected.labels("overloaded").inc()
             raise ServiceError(
-                "overloaded_error",
-                f"server busy: {self.pairs.in_flight} documents in flight, limit "
+                ErrorKind.OVERLOADED,
+                f"server busy: {self.pairs.in_flight} pairs in the engine, limit "
                 f"{self.settings.max_pairs_in_flight}; retry shortly",
                 headers={"Retry-After": "1"},
             )
@@ -269,14 +273,16 @@ class RerankService:
         except TimeoutError:
             self.metrics.rejected.labels("timeout").inc()
             raise ServiceError(
-                "timeout_error",
+                ErrorKind.TIMEOUT,
                 f"scoring took longer than {self.settings.request_timeout:g}s and was aborted; "
                 "send fewer or shorter documents",
             ) from None
         except Exception as exc:
             if self.engine.is_dead:
                 self.mark_dead()
-                raise ServiceError("service_unavailable", "the engine has stopped; the server is restarting") from exc
+                raise ServiceError(
+                    ErrorKind.SERVICE_UNAVAILABLE, "the engine has stopped; the server is restarting"
+                ) from exc
             raise
         finally:
             self.pairs.give_back(n)

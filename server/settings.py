@@ -104,7 +104,10 @@ class Settings(BaseSettings):
     max_documents: int = Field(1000, ge=1, description="most documents in one request (413 past it)")
     max_body_bytes: int = Field(16 * MiB, ge=1024, description="largest request body in bytes (413 past it)")
     max_pairs_in_flight: int = Field(
-        8192, ge=1, description="most (query, document) pairs in the engine at once (429 past it)"
+        8192,
+        ge=1,
+        description="most pairs in the engine at once, all API processes together (a pair: the query with one "
+        "document, or one window of a chunked one); 429 past it",
     )
     max_chunks_per_doc: int = Field(
         64,

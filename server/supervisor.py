@@ -219,7 +219,7 @@ class Supervisor:
                     self.settings.model_name,
                     self.count,
                 )
-                self.cluster.mark_started()  # /ready turns 200 after the line, as with one process
+                self.cluster.mark_all_ready()  # /ready turns 200 after the line, as with one process
 
 
 def run_supervisor(settings: Settings, count: int, sock: socket.socket) -> int:

@@ -15,23 +15,23 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, TypeAdapter, field_validator
 from starlette.responses import Response
 
-from server.errors import ERROR_STATUS
+from server.errors import ERROR_STATUS, ErrorKind
 from server.protocol import RerankOptions
 from server.rerank_job import Ranking, RerankJob
 
 # this server's error kind -> TEI's error_type
-TEI_ERROR_TYPE: dict[str, str] = {
-    "invalid_request_error": "Validation",
-    "authentication_error": "Validation",
-    "not_found_error": "Validation",
-    "method_not_allowed": "Validation",
-    "payload_too_large": "Validation",
-    "validation_error": "Validation",
-    "empty": "Empty",
-    "overloaded_error": "Overloaded",
-    "internal_error": "Backend",
-    "service_unavailable": "Unhealthy",
-    "timeout_error": "Backend",
+TEI_ERROR_TYPE: dict[ErrorKind, str] = {
+    ErrorKind.INVALID_REQUEST: "Validation",
+    ErrorKind.AUTHENTICATION: "Validation",
+    ErrorKind.NOT_FOUND: "Validation",
+    ErrorKind.METHOD_NOT_ALLOWED: "Validation",
+    ErrorKind.PAYLOAD_TOO_LARGE: "Validation",
+    ErrorKind.VALIDATION: "Validation",
+    ErrorKind.EMPTY: "Empty",
+    ErrorKind.OVERLOADED: "Overloaded",
+    ErrorKind.INTERNAL: "Backend",
+    ErrorKind.SERVICE_UNAVAILABLE: "Unhealthy",
+    ErrorKind.TIMEOUT: "Backend",
 }
 
 
@@ -111,7 +111,9 @@ class TeiInfo(BaseModel):
     model_type: dict[str, Any] = Field(
         default_factory=lambda: {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}}
     )
-    max_concurrent_requests: int = Field(description="pairs in the engine at once (--max-pairs-in-flight)")
+    max_concurrent_requests: int = Field(
+        description="TEI's name for --max-pairs-in-flight: pairs in the engine at once"
+    )
     max_input_length: int = Field(description="tokens of one prompt (--max-model-len)")
     max_batch_tokens: int = Field(description="tokens of one engine step")
     max_batch_requests: int | None = None
@@ -121,7 +123,7 @@ class TeiInfo(BaseModel):
     version: str
 
 
-def tei_error_response(kind: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    status = 422 if kind == "empty" else ERROR_STATUS[kind]
+def tei_error_response(kind: ErrorKind, message: str, headers: dict[str, str] | None = None) -> Response:
+    status = ERROR_STATUS[kind]
     body = TeiError(error=message, error_type=TEI_ERROR_TYPE.get(kind, "Backend")).model_dump_json()
     return Response(body, status_code=status, media_type="application/json", headers=headers)

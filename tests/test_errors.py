@@ -231,7 +231,7 @@ def test_overload_is_429_with_retry_after(live_server, engine, engine_loop):
         thread.start()
         assert wait_until(lambda: gated.waiting == 1, timeout=60)
         response = c.post("/v1/rerank", json={"query": "q", "documents": ["a", "b", "c"]})
-        assert_error(response, 429, "overloaded_error", "2 documents in flight, limit 4")
+        assert_error(response, 429, "overloaded_error", "2 pairs in the engine, limit 4")
         assert response.headers["retry-after"] == "1"
         gated.open()
         thread.join(60)
@@ -262,3 +262,11 @@ def test_client_hang_up_aborts_its_engine_requests(server, engine):
     with server.client() as c:
         assert 'status="499"' in c.get("/metrics").text
         assert_still_serving(c)
+
+
+def test_every_error_kind_has_a_status_and_a_tei_type():
+    from server.errors import ERROR_STATUS, ErrorKind
+    from server.tei_protocol import TEI_ERROR_TYPE
+
+    assert set(ERROR_STATUS) == set(ErrorKind) == set(TEI_ERROR_TYPE)
+    assert ERROR_STATUS[ErrorKind.EMPTY] == ERROR_STATUS[ErrorKind.VALIDATION] == 422  # TEI answers Empty with 422

@@ -35,13 +35,13 @@ def builder(tokenizer: Any) -> PromptBuilder:
 
 
 @pytest.mark.parametrize("text", [ASCII_TEXT, EMOJI_TEXT], ids=["ascii", "multilingual-emoji"])
-@pytest.mark.parametrize("chunk_tokens", [None, 37])
-def test_windows_cover_the_document_and_offsets_are_exact(builder, tokenizer, text, chunk_tokens):
+@pytest.mark.parametrize("max_tokens_per_doc", [None, 37])
+def test_windows_cover_the_document_and_offsets_are_exact(builder, tokenizer, text, max_tokens_per_doc):
     doc = long_doc(text, 4 * MAX_MODEL_LEN, tokenizer)
-    prompts = builder.build_chunked(QUERY, [doc], chunk_tokens=chunk_tokens, max_chunks=1000)
+    prompts = builder.build_chunked(QUERY, [doc], max_tokens_per_doc=max_tokens_per_doc, max_chunks=1000)
     [windows] = prompts.windows
     doc_ids = tokenizer([" " + doc], add_special_tokens=False)["input_ids"][0]
-    start_ids, length = builder._start_and_budget(QUERY, None, chunk_tokens)
+    start_ids, length = builder._start_and_budget(QUERY, None, max_tokens_per_doc)
     overlap = length // 8
     assert len(windows) > 3 and len(prompts.token_ids) == len(windows)
     assert windows[0].first_token == 0 and windows[-1].end_token == len(doc_ids), "the whole document"
@@ -175,7 +175,7 @@ def test_more_windows_than_the_engine_takes_is_413(live_server, tokenizer):
         response = c.post(
             "/v1/rerank", json={"query": QUERY, "documents": [doc] * 4, "long_document_strategy": "chunk"}
         )
-        assert_error(response, 413, "payload_too_large", r"split into \d+ windows, more than the server scores at once")
+        assert_error(response, 413, "payload_too_large", r"split into \d+ windows, more pairs than the engine takes at once")
         assert_still_serving(c)
         assert 'rerank_rejected_requests_total{reason="too_many_windows"}' in c.get("/metrics").text
 

@@ -140,12 +140,15 @@ def test_max_pairs_in_flight_holds_across_processes():
 
 
 def test_cluster_is_ready_when_every_process_is_and_the_supervisor_said_so():
+    from server.cluster import ProcessState
+
     cluster = Cluster(2)
+    assert [cluster.state(i) for i in range(2)] == [ProcessState.STARTING] * 2
     cluster.index = 0
-    cluster.mark_ready()
-    assert not cluster.all_warmed_up()
+    cluster.mark_warmed_up()
+    assert cluster.state(0) == ProcessState.WARMED_UP and not cluster.all_warmed_up()
     cluster.index = 1
-    cluster.mark_ready()
+    cluster.mark_warmed_up()
     assert cluster.all_warmed_up() and not cluster.all_ready()
-    cluster.mark_started()
-    assert cluster.all_ready()
+    cluster.mark_all_ready()
+    assert cluster.all_ready() and cluster.state(1) == ProcessState.READY

@@ -97,9 +97,10 @@ def test_an_exact_repeat_hits_every_pair_with_bit_identical_scores(live_server, 
     assert usage["score_cache_hits"] == 4 and first["usage"]["score_cache_hits"] == 0
     assert usage["cached_tokens"] == 0  # vLLM's prefix cache alone: the engine scored nothing
     # the prefix-cache ratio counts the engine's tokens only: the repeat's hits do not raise it
-    assert metric(live, "rerank_engine_prompt_tokens_total") == metric(live, "rerank_prompt_tokens_total") - usage[
-        "prompt_tokens"
-    ]
+    assert (
+        metric(live, "rerank_engine_prompt_tokens_total")
+        == metric(live, "rerank_prompt_tokens_total") - usage["prompt_tokens"]
+    )
 
 
 def test_what_changes_the_prompt_misses_and_what_does_not_hits(live_server, engine):
