@@ -175,7 +175,7 @@ def test_more_windows_than_the_engine_takes_is_413(live_server, tokenizer):
         response = c.post(
             "/v1/rerank", json={"query": QUERY, "documents": [doc] * 4, "long_document_strategy": "chunk"}
         )
-        assert_error(response, 413, "payload_too_large", r"split into \d+ windows, more pairs than the engine takes at once")
+        assert_error(response, 413, "payload_too_large", r"split into \d+ windows, more pairs than the engine takes")
         assert_still_serving(c)
         assert 'rerank_rejected_requests_total{reason="too_many_windows"}' in c.get("/metrics").text
 
