@@ -20,12 +20,15 @@ from server.protocol import ErrorResponse, ModelCard, ModelList, RerankRequest, 
 from server.rerank_job import Ranking, RerankJob
 from server.serving import RequestStats, RerankService
 from server.tei_protocol import (
+    HEAD_BYTES,
     TEI_RANKS,
     TeiError,
     TeiInfo,
     TeiRank,
     TeiRerankRequest,
+    dialect_error_response,
     is_tei_body,
+    is_tei_head,
     tei_error_response,
 )
 
@@ -52,13 +55,6 @@ def json_response(content: Any) -> Response:
 def model_response(answer: BaseModel) -> Response:
     """A typed answer as JSON; fields never set (`document` without return_documents) are left out."""
     return Response(answer.model_dump_json(exclude_unset=True), media_type="application/json")
-
-
-def parse_json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ServiceError(ErrorKind.INVALID_REQUEST, f"request body is not valid JSON: {exc}") from None
 
 
 async def _until_disconnected(request: Request) -> None:
@@ -88,8 +84,17 @@ async def rerank(request: Request) -> Response:
     """Score every document against the query; results sorted by score, highest first.
 
     Cohere's shape (`documents`) or TEI's (`texts`, server/tei_protocol.py): one scoring path."""
-    data = parse_json(await request.body())
+    try:
+        raw = await request.body()
+    except ServiceError as exc:  # over --max-body-bytes (server/middleware.py): its first bytes tell the dialect
+        return dialect_error_response(is_tei_head(request.state.body_head), exc.kind, exc.message, exc.headers)
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        message = f"request body is not valid JSON: {exc}"
+        return dialect_error_response(is_tei_head(raw[:HEAD_BYTES]), ErrorKind.INVALID_REQUEST, message)
     if is_tei_body(data):
+        request.state.tei = True  # an internal error, too, answers in TEI's shape (server/middleware.py)
         return await rerank_tei(request, data)
     body = RerankRequest.model_validate(data)
     ranking = await score_unless_hung_up(request.app.state.service, request, body.to_job())

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from server import __version__
-from server.api_router import REQUEST_MODELS, router
+from server.api_router import REQUEST_MODELS, RERANK_ROUTES, router
 from server.cluster import Cluster
 from server.errors import install_error_handlers
 from server.metrics import Metrics
@@ -37,7 +37,7 @@ def create_app(settings: Settings, cluster: Cluster | None = None) -> FastAPI:
     keys = settings.api_keys()
     if keys:
         public = PUBLIC_PATHS + (("/metrics",) if settings.metrics_public else ())
-        app.add_middleware(ApiKeyMiddleware, keys=keys, public_paths=public)
+        app.add_middleware(ApiKeyMiddleware, keys=keys, public_paths=public, dialect_paths=RERANK_ROUTES)
     service: RerankService = app.state.service
     app.add_middleware(
         RequestContextMiddleware,

@@ -1,4 +1,7 @@
-"""Plain ASGI middlewares: request ids and access log, API-key auth, request body limit."""
+"""Plain ASGI middlewares: request ids and access log, API-key auth, request body limit.
+
+Their errors come in the request's dialect (server/tei_protocol.py): on the rerank routes a body
+in TEI's shape gets TEI's error body, for a 401, a 413 and a 500 alike."""
 
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from server.errors import CLIENT_CLOSED, ErrorKind, ServiceError, error_response
+from server.errors import CLIENT_CLOSED, ErrorKind, ServiceError
 from server.metrics import Metrics
 from server.serving import RequestStats
+from server.tei_protocol import HEAD_BYTES, dialect_error_response, is_tei_head
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -89,7 +93,8 @@ class RequestContextMiddleware:
             if status != CLIENT_CLOSED:
                 raise  # the response had started: nothing sane can be sent any more
             message = f"internal server error (request id {request_id})"
-            await error_response(ErrorKind.INTERNAL, message)(scope, receive, send_with_id)
+            tei = bool(scope["state"].get("tei"))  # the route found a body in TEI's shape
+            await dialect_error_response(tei, ErrorKind.INTERNAL, message)(scope, receive, send_with_id)
         finally:
             latency = time.perf_counter() - started
             path = scope["path"]
@@ -112,12 +117,16 @@ class RequestContextMiddleware:
 
 
 class ApiKeyMiddleware:
-    """Requires `Authorization: Bearer KEY` or `X-API-Key: KEY` on every route but the public ones."""
+    """Requires `Authorization: Bearer KEY` or `X-API-Key: KEY` on every route but the public ones.
+    On a `dialect_paths` route the refused body is read (bounded) to answer in its dialect."""
 
-    def __init__(self, app: ASGIApp, keys: Iterable[str], public_paths: Iterable[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, keys: Iterable[str], public_paths: Iterable[str], dialect_paths: Iterable[str] = ()
+    ) -> None:
         self.app = app
         self.keys = [k.encode() for k in keys]
         self.public_paths = frozenset(public_paths)
+        self.dialect_paths = frozenset(dialect_paths)
 
     def _authorized(self, scope: Scope) -> bool:
         given = header(scope, b"x-api-key")
@@ -135,7 +144,12 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or scope["path"] in self.public_paths or self._authorized(scope):
             await self.app(scope, receive, send)
             return
-        response = error_response(
+        tei = False
+        if scope["path"] in self.dialect_paths and scope["method"] == "POST":
+            _, head = await discard_body(receive)
+            tei = is_tei_head(head)
+        response = dialect_error_response(
+            tei,
             ErrorKind.AUTHENTICATION,
             "missing or invalid API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
             headers={"WWW-Authenticate": 'Bearer realm="rerank"'},
@@ -153,21 +167,26 @@ LINGER_MAX_SECONDS = 10.0
 
 async def discard_body(
     receive: Receive, max_bytes: int = LINGER_MAX_BYTES, max_seconds: float = LINGER_MAX_SECONDS
-) -> bool:
-    """Read and drop the rest of a request body; True if it was read to its end within the bounds."""
+) -> tuple[bool, bytes]:
+    """Read and drop the rest of a request body: (whether it was read to its end within the
+    bounds, its first HEAD_BYTES, which tell its dialect)."""
     discarded = 0
+    head = b""
     try:
         async with asyncio.timeout(max_seconds):
             while discarded <= max_bytes:
                 message = await receive()
                 if message["type"] != "http.request":
-                    return False  # the client went away
-                discarded += len(message.get("body", b""))
+                    return False, head  # the client went away
+                chunk = message.get("body", b"")
+                if len(head) < HEAD_BYTES:
+                    head += chunk[: HEAD_BYTES - len(head)]
+                discarded += len(chunk)
                 if not message.get("more_body", False):
-                    return True
+                    return True, head
     except TimeoutError:
         pass
-    return False
+    return False, head
 
 
 class BodyLimitMiddleware:
@@ -198,17 +217,23 @@ class BodyLimitMiddleware:
         length = header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             exc = self._too_large(length)
+            head = b""
             if (header(scope, b"expect") or "").lower() != "100-continue":
-                await discard_body(receive)
-            await error_response(exc.kind, exc.message, exc.headers)(scope, receive, send)
+                _, head = await discard_body(receive)
+            await dialect_error_response(is_tei_head(head), exc.kind, exc.message, exc.headers)(scope, receive, send)
             return
         received = 0
+        state = scope.setdefault("state", {})
+        state["body_head"] = b""  # for the route's answer to a body it cannot read or parse
 
         async def limited_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                if len(state["body_head"]) < HEAD_BYTES:
+                    state["body_head"] += chunk[: HEAD_BYTES - len(state["body_head"])]
+                received += len(chunk)
                 if received > self.limit:
                     exc = self._too_large(f"more than {received}")
                     if message.get("more_body", False):

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, TypeAdapter, field_validator
 from starlette.responses import Response
 
-from server.errors import ERROR_STATUS, ErrorKind
+from server.errors import ERROR_STATUS, ErrorKind, error_response
 from server.protocol import RerankOptions
 from server.rerank_job import Ranking, RerankJob
 
@@ -38,6 +38,15 @@ TEI_ERROR_TYPE: dict[ErrorKind, str] = {
 def is_tei_body(data: Any) -> bool:
     """TEI's shape is told apart by its `texts` field (Cohere, Jina and vLLM send `documents`)."""
     return isinstance(data, dict) and "texts" in data and "documents" not in data
+
+
+HEAD_BYTES = 64 * 1024  # of a body that is not parsed (too large, not JSON): what tells its dialect
+
+
+def is_tei_head(head: bytes) -> bool:
+    """For a body that cannot be parsed (over the size limit, unread after a 401, not valid JSON):
+    its first bytes name `texts` and not `documents`."""
+    return b'"texts"' in head and b'"documents"' not in head
 
 
 class TeiRerankRequest(RerankOptions):
@@ -121,6 +130,11 @@ class TeiInfo(BaseModel):
     auto_truncate: bool = True
     tokenization_workers: int = Field(description="processes that tokenize (--api-processes)")
     version: str
+
+
+def dialect_error_response(tei: bool, kind: ErrorKind, message: str, headers: dict[str, str] | None = None) -> Response:
+    """An error in the dialect of the request: TEI's body for a TEI request, else the one shape."""
+    return tei_error_response(kind, message, headers) if tei else error_response(kind, message, headers)
 
 
 def tei_error_response(kind: ErrorKind, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -142,8 +142,34 @@ def test_tei_errors_come_in_teis_body(client, live_server):
 
 def test_no_key_is_401_on_the_tei_shape_and_on_info(server):
     with server.client(api_key=None) as anonymous:
-        assert tei(anonymous).status_code == 401
+        assert_tei_error(tei(anonymous), 401, "Validation", "API key")  # in TEI's shape: the body says TEI
+        assert anonymous.post("/rerank", json={"query": QUERY, "documents": TEXTS}).json()["error"]["code"] == 401
         assert anonymous.get("/info").status_code == 401
+
+
+def test_errors_found_before_the_body_is_parsed_come_in_teis_body_too(live_server, engine):
+    """Over --max-body-bytes (with a Content-Length and chunked), not JSON, and an internal error:
+    a TEI body gets TEI's error body; a Cohere body the one shape."""
+    from .test_errors import FlakyEngine
+
+    small = live_server(max_body_bytes=2048)
+    big_tei = {"query": QUERY, "texts": ["x" * 4096]}
+    with small.client() as c:
+        assert_tei_error(c.post("/rerank", json=big_tei), 413, "Validation", "over the limit")
+        chunked = c.post("/rerank", content=iter([b'{"query": "q", "texts": ["', b"x" * 4096, b'"]}']))
+        assert_tei_error(chunked, 413, "Validation", "over the limit")
+        cohere = c.post("/rerank", json={"query": QUERY, "documents": ["x" * 4096]})
+        assert cohere.status_code == 413 and cohere.json()["error"]["type"] == "payload_too_large"
+        not_json = c.post(
+            "/rerank", content=b'{"query": "q", "texts": ["a",]}', headers={"content-type": "application/json"}
+        )
+        assert_tei_error(not_json, 400, "Validation", "not valid JSON")
+    flaky = FlakyEngine(engine)
+    broken = live_server(engine_override=flaky)
+    flaky.fail = True
+    with broken.client() as c:
+        assert_tei_error(tei(c), 500, "Backend", "internal server error")
+        assert "secret internal detail" not in tei(c).text
 
 
 def test_long_document_strategy_chunk_in_a_tei_body(client):
