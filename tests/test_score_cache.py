@@ -75,10 +75,6 @@ def metric(live, name: str) -> float:  # noqa: ANN001
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
 
 
-def test_the_cache_is_on_by_default():
-    assert Settings(model="models/tiny").score_cache_size == 200_000
-
-
 def test_an_exact_repeat_hits_every_pair_with_bit_identical_scores(live_server, engine):
     live, counter = counted_server(live_server, engine)
     body = {"query": QUERY, "documents": docs("repeat")}
@@ -233,44 +229,6 @@ def test_the_cache_identity_follows_the_engines_dtype(live_server, engine, tiny_
     from server.model_files import weights_identity
 
     assert identity == weights_identity(str(tiny_model)) + b"float32"
-
-
-def test_a_pair_whose_first_scorer_fails_is_scored_by_the_one_that_waited():
-    """The in-flight bookkeeping alone (no engine): the second call waits for the first's pair;
-    the first fails (a hang-up, an engine error); the second scores it itself, once."""
-    import asyncio
-
-    from server.score_cache import ScoreCache, score_through
-
-    async def main() -> None:
-        cache = ScoreCache(100, b"identity")
-        first_started, waiting = asyncio.Event(), asyncio.Event()
-        calls: list[str] = []
-
-        async def failing(prompts, priorities):  # noqa: ANN001, ANN202
-            calls.append("first")
-            first_started.set()
-            await waiting.wait()
-            raise RuntimeError("the first caller's client hung up")
-
-        async def working(prompts, priorities):  # noqa: ANN001, ANN202
-            calls.append("second")
-            return [0.25] * len(prompts), 0
-
-        prompt = [[1, 2, 3, 4]]
-        first = asyncio.create_task(score_through(cache, prompt, None, failing))
-        await first_started.wait()
-        second = asyncio.create_task(score_through(cache, prompt, None, working))
-        while cache._inflight.get(cache.key(prompt[0])) is None:  # the second now waits
-            await asyncio.sleep(0)
-        waiting.set()
-        with pytest.raises(RuntimeError):
-            await first
-        assert await second == ([0.25], 1, 4, 0)  # the engine scored it: 1 pair, 4 tokens, none from its prefix cache
-        assert calls == ["first", "second"]
-        assert await score_through(cache, prompt, None, failing) == ([0.25], 0, 0, 0)  # cached: the engine did nothing
-
-    asyncio.run(main())
 
 
 def test_a_client_request_id_of_warmup_still_uses_the_cache(live_server, engine):

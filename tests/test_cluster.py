@@ -1,0 +1,33 @@
+"""What API processes share (server/cluster.py), without processes: the pair budget and each
+process's state. The processes themselves: tests/test_multiprocess.py."""
+
+from __future__ import annotations
+
+from server.cluster import Cluster, PairBudget
+
+
+def test_max_pairs_in_flight_holds_across_processes():
+    """The budget of pairs is one counter in shared memory that every API process takes from."""
+    cluster = Cluster(2)
+    first, second = PairBudget(100, cluster.pairs), PairBudget(100, cluster.pairs)
+    assert first.try_take(60)
+    assert not second.try_take(41)  # 60 + 41 > 100, though this process has nothing in flight
+    assert second.try_take(40) and second.in_flight == first.in_flight == 100
+    first.give_back(60)
+    assert second.try_take(60)
+    assert PairBudget(100).try_take(100) and not PairBudget(100).try_take(101)
+
+
+def test_cluster_is_ready_when_every_process_is_and_the_supervisor_said_so():
+    from server.cluster import ProcessState
+
+    cluster = Cluster(2)
+    assert [cluster.state(i) for i in range(2)] == [ProcessState.STARTING] * 2
+    cluster.index = 0
+    cluster.mark_warmed_up()
+    assert cluster.state(0) == ProcessState.WARMED_UP and not cluster.all_warmed_up()
+    cluster.index = 1
+    cluster.mark_warmed_up()
+    assert cluster.all_warmed_up() and not cluster.all_ready()
+    cluster.mark_all_ready()
+    assert cluster.all_ready() and cluster.state(1) == ProcessState.READY

@@ -1,0 +1,34 @@
+"""Metrics (server/metrics.py) engine-free: what each counter counts, and the prefix-cache ratio
+from the engine's own tokens (score-cache hits excluded)."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from server.metrics import Metrics
+
+
+def samples(metrics: Metrics) -> dict[str, float]:
+    text = metrics.render().decode()
+    return {
+        s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name.startswith("rerank_")
+    }
+
+
+def test_tokens_and_the_prefix_cache_ratio_count_the_engine_apart_from_the_score_cache():
+    metrics = Metrics()
+    assert samples(metrics)["rerank_prefix_cache_hit_ratio"] == 0.0  # nothing scored yet: 0, not a division error
+    metrics.record_tokens(prompt=1000, engine=1000, cached=250)  # all scored by the engine, a quarter from its cache
+    metrics.record_tokens(prompt=1000, engine=0, cached=0)  # a repeat answered by the score cache
+    values = samples(metrics)
+    assert values["rerank_prompt_tokens_total"] == 2000
+    assert values["rerank_engine_prompt_tokens_total"] == 1000
+    assert values["rerank_cached_prompt_tokens_total"] == 250
+    assert values["rerank_prefix_cache_hit_ratio"] == 0.25  # not 1250 / 2000
+
+
+def test_each_app_has_its_own_registry():
+    first, second = Metrics(), Metrics()
+    first.requests.labels("/v1/rerank", "200").inc()
+    assert samples(first)["rerank_requests_total"] == 1
+    assert "rerank_requests_total" not in samples(second)

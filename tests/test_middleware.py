@@ -1,0 +1,74 @@
+"""The ASGI middlewares (server/middleware.py) around a stub app, engine-free: request ids, the
+access log, API keys, the body limit, and errors in the request's dialect."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+from server.metrics import Metrics
+from server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the server runs on asyncio (uvicorn)
+
+
+async def echo_body(scope, receive, send) -> None:  # noqa: ANN001
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    if scope["path"] == "/boom":
+        raise RuntimeError("a bug")
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def client(app) -> httpx.AsyncClient:  # noqa: ANN001
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t")
+
+
+@pytest.mark.anyio
+async def test_request_id_is_echoed_or_made_and_the_access_log_names_it(caplog):
+    metrics = Metrics()
+    app = RequestContextMiddleware(echo_body, metrics, process_name="api-3")
+    async with client(app) as c:
+        with caplog.at_level(logging.INFO, logger="server.access"):
+            given = await c.post("/v1/rerank", content=b"x", headers={"X-Request-Id": "abc"})
+        made = await c.post("/v1/rerank", content=b"x")
+        boom = await c.post("/boom", content=b'{"texts": ["a"]}')
+    assert given.headers["x-request-id"] == "abc" and given.headers["x-rerank-process"] == "api-3"
+    assert len(made.headers["x-request-id"]) == 32
+    assert "request_id=abc" in caplog.text and '"POST /v1/rerank" 200' in caplog.text
+    assert boom.status_code == 500 and "a bug" not in boom.text
+    assert boom.json()["error"]["type"] == "internal_error"  # /boom is no rerank route: the one shape
+
+
+@pytest.mark.anyio
+async def test_api_keys_and_the_dialect_of_a_refused_body():
+    app = ApiKeyMiddleware(echo_body, keys=["k1", "k2"], public_paths=["/health"], dialect_paths=["/rerank"])
+    async with client(app) as c:
+        assert (await c.post("/rerank", content=b"ok", headers={"Authorization": "Bearer k2"})).text == "ok"
+        assert (await c.post("/rerank", content=b"ok", headers={"X-API-Key": "k1"})).status_code == 200
+        assert (await c.get("/health")).status_code == 200
+        cohere = await c.post("/rerank", json={"query": "q", "documents": ["a"]}, headers={"X-API-Key": "k3"})
+        tei = await c.post("/rerank", json={"query": "q", "texts": ["a"]})
+    assert cohere.status_code == 401 and cohere.json()["error"]["type"] == "authentication_error"
+    assert cohere.headers["www-authenticate"].startswith("Bearer")
+    assert tei.status_code == 401 and set(tei.json()) == {"error", "error_type"}
+
+
+@pytest.mark.anyio
+async def test_the_body_limit_refuses_before_and_while_reading():
+    app = BodyLimitMiddleware(echo_body, limit=10)
+    async with client(app) as c:
+        assert (await c.post("/rerank", content=b"0123456789")).text == "0123456789"  # at the limit
+        declared = await c.post("/rerank", content=b'{"texts": ["0123456789"]}')
+    assert declared.status_code == 413 and declared.json()["error_type"] == "Validation"  # TEI's body said so
+    assert declared.headers["connection"] == "close"

@@ -1,0 +1,43 @@
+"""Settings (server/settings.py) and the CLI that maps flags onto them (server/cli.py), engine-free."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from server.cli import settings_from_args
+from server.settings import Settings
+
+
+def test_flags_win_over_environment_variables_which_win_over_defaults(monkeypatch):
+    monkeypatch.setenv("RERANK_PORT", "9001")
+    monkeypatch.setenv("RERANK_MAX_DOCUMENTS", "50")
+    settings = settings_from_args(["--port", "9002"])
+    assert settings.port == 9002  # the flag
+    assert settings.max_documents == 50  # the environment
+    assert settings.request_timeout == Settings.model_fields["request_timeout"].default  # the default
+
+
+def test_api_keys_from_a_list_a_comma_string_and_both_variables(monkeypatch):
+    assert Settings(api_key=" a, b ,,c").api_keys() == ["a", "b", "c"]
+    monkeypatch.setenv("RERANK_API_KEY", "k1,k2")
+    monkeypatch.setenv("RERANK_API_KEYS", "k3")
+    assert Settings.from_env().api_keys() == ["k1", "k2", "k3"]
+    assert "k1" not in repr(Settings.from_env())  # secrets stay out of the settings' log line
+
+
+def test_invalid_values_are_refused_at_start_up():
+    with pytest.raises(ValidationError, match="max_pairs_in_flight"):
+        Settings(max_documents=100, max_pairs_in_flight=10)
+    with pytest.raises(ValidationError, match="redis://"):
+        Settings(score_cache_url="http://example.invalid")
+    with pytest.raises(ValidationError):
+        Settings(port=70000)
+    with pytest.raises(SystemExit):  # argparse: a choice that does not exist
+        settings_from_args(["--dtype", "float64"])
+
+
+def test_empty_values_mean_none():
+    settings = Settings(log_file="", score_cache_url="")
+    assert settings.log_file is None and settings.score_cache_url is None
+    assert Settings(model="m").model_name == "m" and Settings(model="m", served_model_name="n").model_name == "n"
