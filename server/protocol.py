@@ -100,7 +100,9 @@ class RerankRequest(RerankOptions):
         )
         meta = RerankMeta.model_construct(
             api_version=ApiVersion.model_construct(version="2"),
-            billed_units=BilledUnits.model_construct(search_units=search_units(len(self.documents))),
+            billed_units=BilledUnits.model_construct(
+                search_units=search_units(len(self.documents)), total_tokens=ranking.prompt_tokens
+            ),
             tokens=MetaTokens.model_construct(input_tokens=ranking.prompt_tokens, output_tokens=0),
         )
         return RerankResponse.model_construct(id=request_id, model=model, results=results, usage=usage, meta=meta)
@@ -139,6 +141,7 @@ class ApiVersion(BaseModel):
 
 class BilledUnits(BaseModel):
     search_units: int = Field(description="searches of up to 100 documents, as Cohere counts them")
+    total_tokens: int = Field(description="as usage.total_tokens (LiteLLM's per-token rerank billing reads it)")
 
 
 class MetaTokens(BaseModel):

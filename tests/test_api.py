@@ -40,7 +40,7 @@ def test_results_sorted_with_index_score_document(client):
     assert all(r["document"] == {"text": DOCS[r["index"]]} for r in results)
     assert data["usage"]["prompt_tokens"] == data["usage"]["total_tokens"] > 0
     # Cohere's meta block, as the Cohere SDKs and LiteLLM read usage
-    assert data["meta"]["billed_units"] == {"search_units": 1}
+    assert data["meta"]["billed_units"] == {"search_units": 1, "total_tokens": data["usage"]["total_tokens"]}
     assert data["meta"]["tokens"] == {"input_tokens": data["usage"]["prompt_tokens"], "output_tokens": 0}
 
 

@@ -149,12 +149,20 @@ def test_litellm_rerank_with_its_four_providers(clients_python, server, client):
             model=provider + "/" + MODEL, query=QUERY, documents=DOCS, api_base=URL, api_key=KEY, top_n=len(DOCS)
         )
         out[provider] = [[r["index"], r["relevance_score"]] for r in response.results]
+        if provider in ("cohere", "hosted_vllm"):
+            out[provider + " meta"] = dict(response.meta or {})
     print(json.dumps(out))
     """
     out = run_client(clients_python, server.url, code)
+    metas = {p: out.pop(p + " meta") for p in ("cohere", "hosted_vllm")}
     assert set(out) == {"cohere", "hosted_vllm", "jina_ai", "huggingface"}
     for ranking in out.values():
         assert_same_ranking(ranking, cohere_ranking(client))
+    # the token counts LiteLLM reports (and bills by) come from the server's Cohere-style meta block
+    prompt_tokens = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS}).json()["usage"]["prompt_tokens"]
+    for provider, meta in metas.items():
+        assert meta["tokens"]["input_tokens"] == prompt_tokens, (provider, meta)
+        assert meta["billed_units"]["search_units"] == 1 and meta["billed_units"]["total_tokens"] == prompt_tokens
 
 
 def test_dify_openai_compatible_and_open_webui_bodies(client):

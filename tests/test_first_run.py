@@ -98,6 +98,7 @@ def test_entrypoint_as_root_hands_the_workspace_to_uid_1000_and_runs_the_server_
     workspace.mkdir(mode=0o755)  # what `mkdir -p workspace` in a root shell makes
     (host_dir / "other.txt").write_text("the user's own file")
     model = Path(shutil.copytree(tiny_model, host_dir / "model"))
+    subprocess.run(["chmod", "-R", "a+rX", str(model)], check=True)  # readable for uid 1000, as the README asks
     before = snapshot(host_dir, workspace)
     port = free_port()
     proc = start(
