@@ -76,7 +76,12 @@ async def score_unless_hung_up(service: RerankService, request: Request, job: Re
             work.cancel()
             with contextlib.suppress(asyncio.CancelledError, ServiceError):
                 await work
-            logger.info("client hung up: aborted %d documents of request %s", stats.documents, request_id)
+            logger.info(
+                "client hung up: aborted %d documents of request %s",
+                stats.documents,
+                request_id,
+                extra={"request_id": request_id},
+            )
     return None if work.cancelled() else work.result()
 
 

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     from server.log import setup_logging
 
     multiprocessing.current_process().name = "main"  # in every log line; see server/log.py
-    setup_logging(settings.log_file, settings.log_level)
+    setup_logging(settings.log_file, settings.log_level, settings.log_format)
     logging.getLogger("server").info("settings: %r", settings)  # SecretStr keeps API keys out of the log
     count = api_processes(settings)
     if count > 1:

@@ -1,4 +1,7 @@
-"""Logging: the server's and vLLM's logs go to stdout and to the log file (`vllm.log`).
+"""Logging: the server's and vLLM's logs go to stdout and to the log file (`vllm.log`), as text
+lines (the default) or, with --log-format json, one JSON object per line (`JsonFormatter`: time,
+level, logger, process, pid, message, and the request id where a line has one). Either way the
+message is the same text, so `Engine started.` is in vllm.log in both.
 
 vLLM's engine core runs in a spawned process, so handlers in this process never see its records.
 vLLM applies the dictConfig named by VLLM_LOGGING_CONFIG_PATH in every process it starts (at
@@ -13,7 +16,11 @@ import logging
 import os
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
+
+LogFormat = Literal["text", "json"]
 
 # [main], or with --api-processes [supervisor] and [api-0], [api-1], ...; vLLM's engine
 # processes show their multiprocessing names.
@@ -22,7 +29,32 @@ VLLM_FORMAT = "%(asctime)s %(levelname)s [%(processName)s] vllm[%(process)d] %(f
 OUR_LOGGERS = ("server", "uvicorn", "uvicorn.error")
 
 
-def vllm_logging_config(log_file: Path | None, level: str) -> dict:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log pipelines that should not parse text."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "process": record.processName,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        for key in ("request_id", "trace_id"):
+            value = getattr(record, key, None)
+            if value is not None:
+                line[key] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def formatter_config(log_format: LogFormat, text_format: str) -> dict:
+    return {"()": f"{__name__}.JsonFormatter"} if log_format == "json" else {"format": text_format}
+
+
+def vllm_logging_config(log_file: Path | None, level: str, log_format: LogFormat = "text") -> dict:
     handlers: dict[str, dict] = {
         "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "vllm"}
     }
@@ -31,24 +63,24 @@ def vllm_logging_config(log_file: Path | None, level: str) -> dict:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"vllm": {"format": VLLM_FORMAT}},
+        "formatters": {"vllm": formatter_config(log_format, VLLM_FORMAT)},
         "handlers": handlers,
         "loggers": {"vllm": {"handlers": list(handlers), "level": level.upper(), "propagate": False}},
     }
 
 
-def setup_logging(log_file: Path | None, level: str = "info") -> None:
+def setup_logging(log_file: Path | None, level: str = "info", log_format: LogFormat = "text") -> None:
     if log_file is not None:
         log_file = log_file.resolve()
         log_file.parent.mkdir(parents=True, exist_ok=True)
     fd, path = tempfile.mkstemp(prefix="rerank-vllm-logging-", suffix=".json")
     with os.fdopen(fd, "w") as f:
-        json.dump(vllm_logging_config(log_file, level), f)
+        json.dump(vllm_logging_config(log_file, level, log_format), f)
     os.environ["VLLM_CONFIGURE_LOGGING"] = "1"
     os.environ["VLLM_LOGGING_CONFIG_PATH"] = path
     import vllm.logger  # noqa: F401  (applies the config above in this process)
 
-    formatter = logging.Formatter(FORMAT)
+    formatter = JsonFormatter() if log_format == "json" else logging.Formatter(FORMAT)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if log_file is not None:
         handlers.append(logging.FileHandler(log_file))

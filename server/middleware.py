@@ -89,7 +89,7 @@ class RequestContextMiddleware:
         except Exception:
             # A bug: the traceback goes to the log only, the caller gets an opaque 500 with the request id.
             # Answered here rather than by Starlette's ServerErrorMiddleware, which would also drop the connection.
-            logger.exception("internal error in request %s", request_id)
+            logger.exception("internal error in request %s", request_id, extra={"request_id": request_id})
             if status != CLIENT_CLOSED:
                 raise  # the response had started: nothing sane can be sent any more
             message = f"internal server error (request id {request_id})"
@@ -113,6 +113,7 @@ class RequestContextMiddleware:
                     stats.cached_tokens,
                     latency * 1000,
                     request_id,
+                    extra={"request_id": request_id},
                 )
 
 

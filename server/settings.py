@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     # --- logging --------------------------------------------------------------------------
     log_file: Path | None = Field(Path("vllm.log"), description="also write all logs here ('' for none)")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text lines, or one JSON object per line (time, level, logger, process, request_id)"
+    )
 
     @field_validator("api_key", mode="before")
     @classmethod

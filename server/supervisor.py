@@ -71,7 +71,7 @@ def api_process_main(listen_address: str, sock: socket.socket, args: ApiProcessA
     index, count = config.pop("client_index"), config.pop("client_count")
     multiprocessing.current_process().name = f"api-{index}"
     set_process_title(f"api-{index}")
-    setup_logging(args.settings.log_file, args.settings.log_level)
+    setup_logging(args.settings.log_file, args.settings.log_level, args.settings.log_format)
     args.cluster.index = index
     logger.info("API process %d of %d serving on %s (pid %d)", index, count, listen_address, os.getpid())
     signal.signal(signal.SIGTERM, lambda *_: None)  # as in main(): uvicorn's handler takes over
