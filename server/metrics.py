@@ -63,6 +63,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.max_pairs_in_flight = Gauge(
+            "rerank_max_pairs_in_flight",
+            "--max-pairs-in-flight, the limit of rerank_pairs_in_flight",
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.score_cache_hits = Counter(
             "rerank_score_cache_hits", "pairs answered from the score cache (this process's or Redis)", registry=r
         )

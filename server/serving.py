@@ -57,6 +57,7 @@ class RerankService:
         self.warmed_up = False
         self.draining = False  # SIGTERM came: /ready is 503, responses close their connection
         self.pairs = PairBudget(settings.max_pairs_in_flight, cluster.pairs if cluster else None)
+        metrics.max_pairs_in_flight.set(settings.max_pairs_in_flight)
         self.model_sha: str | None = None  # the hub commit of the model's files, if known (GET /info)
         self.score_cache: ScoreCache | None = None  # made at start, once the weights' identity is known
 

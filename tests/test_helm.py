@@ -94,6 +94,8 @@ def validate_crd(doc: dict[str, Any]) -> None:
         from cloudcoil.models.keda.v1alpha1 import ScaledObject as model
     elif doc["kind"] == "ServiceMonitor":
         from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor as model
+    elif doc["kind"] == "PrometheusRule":
+        from cloudcoil.models.prometheus_operator.v1 import PrometheusRule as model
     else:
         raise AssertionError(f"no schema for {doc['apiVersion']} {doc['kind']}")
     parsed = model.model_validate(doc).model_dump(by_alias=True, exclude_none=True, mode="json")
@@ -117,12 +119,14 @@ def test_every_rendered_manifest_is_valid(helm, values):
 
 
 def test_the_validators_can_fail(helm):
-    docs = render(helm, EXAMPLES[0], "autoscaling.keda.enabled=true", "serviceMonitor.enabled=true")
+    docs = render(
+        helm, EXAMPLES[0], "autoscaling.keda.enabled=true", "serviceMonitor.enabled=true", "prometheusRule.enabled=true"
+    )
     dep = deployment(docs)
     dep["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"httpGet": {"path": "/ready"}}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(dep, K8S_VERSION, strict=True)
-    for kind in ("ScaledObject", "ServiceMonitor"):
+    for kind in ("ScaledObject", "ServiceMonitor", "PrometheusRule"):
         [doc] = of_kind(docs, kind)
         doc["spec"]["replicas"] = 3
         with pytest.raises(AssertionError, match="fields its CRD does not define"):
@@ -311,3 +315,13 @@ def test_helm_test_pod_script_passes_against_a_live_server(helm, server):
     env["RERANK_API_KEY"] = "wrong-key"
     result = subprocess.run([sys.executable, "-c", c["args"][0]], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "401" in result.stderr
+
+
+def test_the_prometheus_rule_carries_the_alerts_file(helm):
+    """prometheusRule.enabled renders files/alerts.yaml's groups (tests/test_alerts.py tests them)."""
+    assert not of_kind(render(helm), "PrometheusRule")
+    docs = render(helm, None, "prometheusRule.enabled=true", "prometheusRule.labels.release=kube-prometheus")
+    [rule] = of_kind(docs, "PrometheusRule")
+    validate(rule)
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus"
+    assert rule["spec"]["groups"] == yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())["groups"]
