@@ -16,6 +16,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+# rerank_rejected_requests_total's reasons (server/serving.py); overloaded is the 429
+REJECT_REASONS = ("too_many_documents", "text_too_long", "too_many_windows", "query_too_long", "overloaded", "timeout")
 PREFIX_RATIO_HELP = "prefix-cache tokens / tokens the engine scored, since start (the engine's own counts only)"
 TOKEN_BUCKETS = (100, 500, 1000, 5000, 10_000, 50_000, 100_000, 500_000, 1_000_000)
 
@@ -85,6 +87,8 @@ class Metrics:
             multiprocess_mode="livesum",
         )
         self.rejected = Counter("rerank_rejected_requests", "requests refused, by reason", ["reason"], registry=r)
+        for reason in REJECT_REASONS:  # every reason's series from the start: its rate is 0, not absent
+            self.rejected.labels(reason)
         self.engine_up = Gauge(
             "rerank_engine_up", "1 when the engine is ready to score", registry=r, multiprocess_mode="livemin"
         )

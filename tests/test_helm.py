@@ -9,6 +9,7 @@ a field the CRD does not know is an error. The helm test pod's script runs again
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -325,3 +326,16 @@ def test_the_prometheus_rule_carries_the_alerts_file(helm):
     validate(rule)
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus"
     assert rule["spec"]["groups"] == yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())["groups"]
+
+
+def test_the_grafana_dashboard_configmap_carries_the_dashboard(helm):
+    """grafanaDashboard.enabled: a ConfigMap with the sidecar's label and files/dashboard.json
+    (tests/test_prometheus.py runs every panel's query on a real Prometheus)."""
+    assert not [d for d in of_kind(render(helm), "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
+    docs = render(helm, None, "grafanaDashboard.enabled=true")
+    [dashboard] = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
+    validate(dashboard)
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["qwen3-reranker.json"]) == json.loads(
+        (CHART / "files" / "dashboard.json").read_text()
+    )

@@ -32,3 +32,18 @@ def test_each_app_has_its_own_registry():
     first.requests.labels("/v1/rerank", "200").inc()
     assert samples(first)["rerank_requests_total"] == 1
     assert "rerank_requests_total" not in samples(second)
+
+
+def test_every_refusal_reason_is_a_series_from_the_start():
+    """So that a rate over rerank_rejected_requests_total{reason="overloaded"} (an alert, a panel)
+    is 0 before the first 429, not absent."""
+    import re
+
+    from server.metrics import REJECT_REASONS
+
+    from .conftest import ROOT
+
+    used = set(re.findall(r'rejected\.labels\("([a-z_]+)"\)', (ROOT / "server" / "serving.py").read_text()))
+    assert used == set(REJECT_REASONS)
+    text = Metrics().render().decode()
+    assert 'rerank_rejected_requests_total{reason="overloaded"} 0.0' in text
