@@ -160,7 +160,8 @@ class Container:
     cache_volume: str
     url: str = ""
     first_ready_s: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
+    # during the first start: each health check's exit code, with whether /ready answered 200 after it
+    health_before_ready: list[tuple[int, bool]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.url = f"http://127.0.0.1:{self.port}"
@@ -243,7 +244,7 @@ def container(image: str, model_dir: Path, tmp_path_factory: pytest.TempPathFact
     started = time.monotonic()
     try:
         podman("run", *argv)
-        box.timings["health_before_ready"] = box.wait_started(1)  # type: ignore[assignment]
+        box.health_before_ready = box.wait_started(1)
         box.first_ready_s = time.monotonic() - started
         yield box
     finally:
@@ -280,7 +281,7 @@ def test_the_healthcheck_follows_the_port_flag(container: Container):
     assert not any(e.startswith("RERANK_PORT=") for e in config["Env"])  # the port is only a flag
     assert container.healthcheck() == 0
     assert inspect(container.name)["State"]["Health"]["Status"] == "healthy"
-    seen: list[tuple[int, bool]] = container.timings["health_before_ready"]  # type: ignore[assignment]
+    seen = container.health_before_ready
     assert seen and seen[0][0] != 0, "the health check passed before the engine was ready"
     assert all(ready for code, ready in seen if code == 0), "healthy while /ready said otherwise"
 
