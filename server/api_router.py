@@ -105,7 +105,9 @@ async def rerank(request: Request) -> Response:
     ranking = await score_unless_hung_up(request.app.state.service, request, body.to_job())
     if ranking is None:
         return Response(status_code=CLIENT_CLOSED)
-    return model_response(body.response(ranking, request.state.request_id, request.app.state.settings.model_name))
+    with request.app.state.tracing.span("rerank.response"):
+        answer = body.response(ranking, request.state.request_id, request.app.state.settings.model_name)
+        return model_response(answer)
 
 
 async def rerank_tei(request: Request, data: Any) -> Response:
@@ -121,7 +123,9 @@ async def rerank_tei(request: Request, data: Any) -> Response:
         return tei_error_response(exc.kind, exc.message, exc.headers)
     if ranking is None:
         return Response(status_code=CLIENT_CLOSED)
-    return Response(TEI_RANKS.dump_json(body.response(ranking), exclude_unset=True), media_type="application/json")
+    with request.app.state.tracing.span("rerank.response"):
+        ranks = TEI_RANKS.dump_json(body.response(ranking), exclude_unset=True)
+        return Response(ranks, media_type="application/json")
 
 
 for _path in RERANK_ROUTES:

@@ -15,6 +15,7 @@ from server.metrics import Metrics
 from server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from server.serving import RerankService
 from server.settings import Settings
+from server.tracing import setup_tracing
 
 PUBLIC_PATHS = ("/health", "/ready")
 
@@ -26,9 +27,12 @@ def create_app(settings: Settings, cluster: Cluster | None = None) -> FastAPI:
         description="Qwen3-Reranker on vLLM behind a Cohere/Jina/vLLM-compatible rerank API.",
     )
     metrics = Metrics()
+    process_name = f"api-{cluster.index}" if cluster is not None else None
+    tracing = setup_tracing(settings.otlp_traces_endpoint, settings.otlp_traces_protocol, process_name)
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.service = RerankService(settings, metrics, cluster)
+    app.state.tracing = tracing  # shut down by whoever runs the app (server/process.py)
+    app.state.service = RerankService(settings, metrics, cluster, tracing)
     app.include_router(router)
     install_error_handlers(app)
 
@@ -43,7 +47,8 @@ def create_app(settings: Settings, cluster: Cluster | None = None) -> FastAPI:
         RequestContextMiddleware,
         metrics=metrics,
         closing=lambda: service.draining,
-        process_name=f"api-{cluster.index}" if cluster is not None else None,
+        process_name=process_name,
+        tracing=tracing,
     )
 
     default_openapi = app.openapi

@@ -1,6 +1,6 @@
 """Logging: the server's and vLLM's logs go to stdout and to the log file (`vllm.log`), as text
 lines (the default) or, with --log-format json, one JSON object per line (`JsonFormatter`: time,
-level, logger, process, pid, message, and the request id where a line has one). Either way the
+level, logger, process, pid, message, and the request id and trace id where a line has them). Either way the
 message is the same text, so `Engine started.` is in vllm.log in both.
 
 vLLM's engine core runs in a spawned process, so handlers in this process never see its records.
@@ -26,7 +26,7 @@ LogFormat = Literal["text", "json"]
 # processes show their multiprocessing names.
 FORMAT = "%(asctime)s %(levelname)s [%(processName)s] %(name)s: %(message)s"
 VLLM_FORMAT = "%(asctime)s %(levelname)s [%(processName)s] vllm[%(process)d] %(filename)s:%(lineno)d: %(message)s"
-OUR_LOGGERS = ("server", "uvicorn", "uvicorn.error")
+OUR_LOGGERS = ("server", "uvicorn", "uvicorn.error", "opentelemetry")  # opentelemetry: export failures
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,9 +41,10 @@ class JsonFormatter(logging.Formatter):
             "pid": record.process,
             "message": record.getMessage(),
         }
-        request_id = getattr(record, "request_id", None)
-        if request_id is not None:
-            line["request_id"] = request_id
+        for key in ("request_id", "trace_id"):  # the access, hang-up and error lines' (trace id: tracing on)
+            value = getattr(record, key, None)
+            if value is not None:
+                line[key] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)

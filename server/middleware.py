@@ -17,6 +17,7 @@ from server.errors import CLIENT_CLOSED, ErrorKind, ServiceError
 from server.metrics import Metrics
 from server.serving import RequestStats
 from server.tei_protocol import HEAD_BYTES, dialect_error_response, is_tei_head
+from server.tracing import Tracing, mark_error, trace_id
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -32,6 +33,8 @@ KNOWN_ROUTES = frozenset(
     {"/v1/rerank", "/rerank", "/v2/rerank", "/v1/models", "/info"}
     | {"/health", "/ready", "/metrics", "/docs", "/openapi.json"}
 )
+# Probes and scrapes: no access-log line, no trace.
+UNTRACED_ROUTES = frozenset({"/health", "/ready", "/metrics"})
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -42,7 +45,8 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Accepts or makes `X-Request-Id`, returns it, writes one access-log line and the HTTP metrics.
+    """Accepts or makes `X-Request-Id`, returns it, writes one access-log line and the HTTP metrics;
+    with tracing on, the request's SERVER span (server/tracing.py), whose trace id the line carries.
 
     While `closing()` is true (the server drains after SIGTERM) every response says
     `Connection: close`, so that clients and load balancers reconnect elsewhere. With several API
@@ -55,10 +59,12 @@ class RequestContextMiddleware:
         metrics: Metrics,
         closing: Callable[[], bool] = lambda: False,
         process_name: str | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.closing = closing
+        self.tracing = tracing or Tracing()
         self.extra_headers = [(b"x-rerank-process", process_name.encode())] if process_name else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,6 +74,35 @@ class RequestContextMiddleware:
         request_id = (header(scope, b"x-request-id") or "")[:200] or uuid.uuid4().hex
         stats = RequestStats()
         scope.setdefault("state", {}).update(request_id=request_id, stats=stats)
+        path = scope["path"]
+        route = path if path in KNOWN_ROUTES else "other"
+        if not self.tracing.enabled or route in UNTRACED_ROUTES:
+            await self._serve(scope, receive, send, request_id, stats, route, None)
+            return
+        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+        attributes = {
+            "http.request.method": scope["method"],
+            "url.path": path,
+            "url.scheme": scope.get("scheme", "http"),
+            "client.address": (scope.get("client") or ("-",))[0],
+            "rerank.request_id": request_id,
+        }
+        if route != "other":
+            attributes["http.route"] = route
+        name = f"{scope['method']} {route if route != 'other' else ''}".rstrip()
+        with self.tracing.server_span(name, headers, attributes) as span:
+            await self._serve(scope, receive, send, request_id, stats, route, span)
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+        stats: RequestStats,
+        route: str,
+        span: Any,
+    ) -> None:
         status = CLIENT_CLOSED
         started = time.perf_counter()
 
@@ -86,10 +121,12 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
+        except Exception as exc:
             # A bug: the traceback goes to the log only, the caller gets an opaque 500 with the request id.
             # Answered here rather than by Starlette's ServerErrorMiddleware, which would also drop the connection.
             logger.exception("internal error in request %s", request_id, extra={"request_id": request_id})
+            if span is not None:
+                span.record_exception(exc)
             if status != CLIENT_CLOSED:
                 raise  # the response had started: nothing sane can be sent any more
             message = f"internal server error (request id {request_id})"
@@ -97,23 +134,31 @@ class RequestContextMiddleware:
             await dialect_error_response(tei, ErrorKind.INTERNAL, message)(scope, receive, send_with_id)
         finally:
             latency = time.perf_counter() - started
-            path = scope["path"]
-            route = path if path in KNOWN_ROUTES else "other"
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.latency.labels(route).observe(latency)
-            if route not in ("/health", "/ready", "/metrics"):
+            trace = ""
+            extra = {"request_id": request_id}
+            if span is not None:
+                span.set_attribute("http.response.status_code", status)
+                span.set_attribute("rerank.documents", stats.documents)
+                if status >= 500:
+                    mark_error(span, f"HTTP {status}")
+                extra["trace_id"] = trace_id(span)
+                trace = " trace_id=" + extra["trace_id"]
+            if route not in UNTRACED_ROUTES:
                 access_logger.info(
-                    '%s "%s %s" %d docs=%d tokens=%d cached=%d %.1fms request_id=%s',
+                    '%s "%s %s" %d docs=%d tokens=%d cached=%d %.1fms request_id=%s%s',
                     (scope.get("client") or ("-",))[0],
                     scope["method"],
-                    path,
+                    scope["path"],
                     status,
                     stats.documents,
                     stats.tokens,
                     stats.cached_tokens,
                     latency * 1000,
                     request_id,
-                    extra={"request_id": request_id},
+                    trace,
+                    extra=extra,
                 )
 
 

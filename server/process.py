@@ -106,6 +106,7 @@ async def serve(
     engine_task = asyncio.create_task(engine_lifetime())
     await server.serve(sockets=[sock] if sock is not None else None)
     await service.close()
+    await asyncio.to_thread(app.state.tracing.shutdown)  # the last spans (bounded, if a collector is gone)
     if not engine_task.done():
         engine_task.cancel()
         try:

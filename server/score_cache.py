@@ -26,6 +26,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
+from server.tracing import Tracing
+
 logger = logging.getLogger("server.score_cache")
 KEY_PREFIX = b"rerank:score:v1:"
 REDIS_TIMEOUT_S = 0.25  # a slow Redis costs a request at most about this, twice (read, write)
@@ -162,12 +164,21 @@ class Through(NamedTuple):
 
 
 async def score_through(
-    cache: ScoreCache, prompts: list[list[int]], priorities: list[int] | None, score: Scorer
+    cache: ScoreCache,
+    prompts: list[list[int]],
+    priorities: list[int] | None,
+    score: Scorer,
+    tracing: Tracing | None = None,
 ) -> Through:
     """Every prompt's logit: from the cache, from an identical pair in flight, or from `score`
     (the engine: admission and all) for the rest, each distinct prompt once."""
-    keys = [cache.key(p) for p in prompts]
-    logits = await cache.get_many(keys)
+    tracing = tracing or Tracing()
+    with tracing.span("rerank.score_cache.lookup") as span:
+        keys = [cache.key(p) for p in prompts]
+        logits = await cache.get_many(keys)
+        if span is not None:
+            hits = sum(v is not None for v in logits)
+            span.set_attributes({"rerank.score_cache.hits": hits, "rerank.score_cache.misses": len(keys) - hits})
     mine: dict[bytes, list[int]] = {}  # prompts this call scores: key -> its indices
     theirs: dict[int, asyncio.Future[float]] = {}  # index -> the identical pair another call scores
     for i, value in enumerate(logits):
@@ -179,7 +190,7 @@ async def score_through(
             mine[keys[i]] = [i]
         else:
             theirs[i] = future
-    pairs, tokens, prefix_cached = await _score_and_store(cache, mine, prompts, priorities, logits, score)
+    pairs, tokens, prefix_cached = await _score_and_store(cache, mine, prompts, priorities, logits, score, tracing)
     retry: list[int] = []
     for i, future in theirs.items():
         await asyncio.wait([future])  # not shield(): a cancelled future must not look like our own cancellation
@@ -189,7 +200,7 @@ async def score_through(
             logits[i] = future.result()
     if retry:  # through the same mechanism: cached by now, in flight again, or scored here
         retry_priorities = [priorities[i] for i in retry] if priorities is not None else None
-        more = await score_through(cache, [prompts[i] for i in retry], retry_priorities, score)
+        more = await score_through(cache, [prompts[i] for i in retry], retry_priorities, score, tracing)
         for i, value in zip(retry, more.logits, strict=True):
             logits[i] = value
         pairs, tokens, prefix_cached = (
@@ -207,6 +218,7 @@ async def _score_and_store(
     priorities: list[int] | None,
     logits: list[float | None],
     score: Scorer,
+    tracing: Tracing,
 ) -> tuple[int, int, int]:
     """Score one prompt of each key in `mine`, give every index its value, settle and store them:
     (pairs scored, their tokens, the engine's prefix-cache tokens among them)."""
@@ -225,5 +237,8 @@ async def _score_and_store(
         for i in indices:
             logits[i] = value
         cache.settle(key, value)
-    await cache.put_many({key: value for key, value in zip(mine, values, strict=True)})
+    with tracing.span("rerank.score_cache.store") as span:
+        if span is not None:
+            span.set_attribute("rerank.pairs", len(mine))
+        await cache.put_many({key: value for key, value in zip(mine, values, strict=True)})
     return len(firsts), sum(len(prompts[i]) for i in firsts), cached_tokens

@@ -20,9 +20,11 @@ from server.prompt import PromptBuilder, Prompts, QueryTooLongError, Tokenizer, 
 from server.rerank_job import Passage, Ranking, RerankJob
 from server.score_cache import ScoreCache, score_through
 from server.settings import Settings
+from server.tracing import Tracing
 
 logger = logging.getLogger("server.serving")
 
+TOKENS = "gen_ai.usage.input_tokens"  # OpenTelemetry's name for a span's prompt tokens
 WARMUP_JOB = RerankJob(
     query="What is the capital of China?",
     texts=["The capital of China is Beijing.", "Gravity pulls objects toward each other."],
@@ -48,9 +50,12 @@ def load_tokenizer(model: str) -> Tokenizer:
 
 
 class RerankService:
-    def __init__(self, settings: Settings, metrics: Metrics, cluster: Cluster | None = None) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, cluster: Cluster | None = None, tracing: Tracing | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.tracing = tracing or Tracing()  # off unless an OTLP endpoint is set (server/tracing.py)
         self.cluster = cluster  # the server's other API processes, if it runs several
         self.engine: Engine | None = None
         self.prompts: PromptBuilder | None = None
@@ -167,7 +172,10 @@ class RerankService:
     ) -> Ranking:
         assert self.prompts is not None and self.engine is not None
         stats.documents = len(job.texts)
-        prompts = await asyncio.to_thread(self._build_prompts, job)
+        with self.tracing.span("rerank.tokenize") as span:
+            prompts = await asyncio.to_thread(self._build_prompts, job)
+            if span is not None:
+                span.set_attributes({"rerank.prompts": len(prompts.token_ids), TOKENS: prompts.num_tokens})
         stats.tokens = prompts.num_tokens
         self.metrics.documents.observe(len(job.texts))
         self.metrics.tokens.observe(stats.tokens)
@@ -217,7 +225,9 @@ class RerankService:
             scores = await self._admit_and_score(token_ids, request_id, priorities)
             return scores.logits, scores.cached_tokens
 
-        through = await score_through(self.score_cache, prompts.token_ids, prompts.priorities, score_in_engine)
+        through = await score_through(
+            self.score_cache, prompts.token_ids, prompts.priorities, score_in_engine, self.tracing
+        )
         self.metrics.score_cache_hits.inc(len(through.logits) - through.engine_pairs)
         self.metrics.score_cache_misses.inc(through.engine_pairs)
         self.metrics.score_cache_entries.set(self.score_cache.entries)
@@ -258,7 +268,13 @@ class RerankService:
         """Admission control, time-out and engine errors around engine.score()."""
         assert self.engine is not None
         n = len(token_ids)
-        if not self.pairs.try_take(n):
+        with self.tracing.span("rerank.admission") as span:
+            admitted = self.pairs.try_take(n)
+            if span is not None:
+                span.set_attributes(
+                    {"rerank.pairs": n, "rerank.pairs_in_flight": self.pairs.in_flight, "rerank.admitted": admitted}
+                )
+        if not admitted:
             self.metrics.rejected.labels("overloaded").inc()
             raise ServiceError(
                 ErrorKind.OVERLOADED,
@@ -269,8 +285,19 @@ class RerankService:
         self.metrics.pairs_in_flight.inc(n)
         self.metrics.requests_in_flight.inc()
         try:
-            async with asyncio.timeout(self.settings.request_timeout):
-                return await self.engine.score(token_ids, request_id, priorities)
+            with self.tracing.span("rerank.engine") as span:
+                async with asyncio.timeout(self.settings.request_timeout):
+                    scores = await self.engine.score(token_ids, request_id, priorities)
+                if span is not None:
+                    span.set_attributes(
+                        {
+                            "gen_ai.request.model": self.settings.model_name,
+                            "rerank.pairs": n,
+                            TOKENS: sum(map(len, token_ids)),
+                            "gen_ai.usage.cache_read.input_tokens": scores.cached_tokens,
+                        }
+                    )
+                return scores
         except TimeoutError:
             self.metrics.rejected.labels("timeout").inc()
             raise ServiceError(

@@ -136,6 +136,19 @@ class Settings(BaseSettings):
         "text", description="text lines, or one JSON object per line (time, level, logger, process, request_id)"
     )
 
+    # --- tracing --------------------------------------------------------------------------
+    otlp_traces_endpoint: str | None = Field(
+        None,
+        description="OpenTelemetry collector to send a trace of every request to, e.g. http://otel-collector:4318 "
+        "(http/protobuf; /v1/traces is added to a bare address) or http://otel-collector:4317 (grpc); "
+        "default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else none (tracing off)",
+    )
+    otlp_traces_protocol: Literal["http/protobuf", "grpc"] | None = Field(
+        None,
+        description="OTLP transport (default: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL, "
+        "else http/protobuf)",
+    )
+
     @field_validator("api_key", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
@@ -155,6 +168,18 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("otlp_traces_endpoint", mode="before")
+    @classmethod
+    def _no_endpoint_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("otlp_traces_endpoint")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://otel-collector:4318")
         return value
 
     @field_validator("log_file", mode="before")

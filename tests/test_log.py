@@ -21,7 +21,8 @@ from vllm.config.logging import LoggingConfig  # what vLLM does when it builds a
 from vllm.logger import configure_logging_if_needed
 configure_logging_if_needed(LoggingConfig())
 logging.getLogger("server.serving").info("Engine started. model=m warm-up rerank scored in 0.01s")
-logging.getLogger("server.access").info('127.0.0.1 "POST /v1/rerank" 200', extra={"request_id": "req-7"})
+access = {"request_id": "req-7", "trace_id": "ab" * 16}
+logging.getLogger("server.access").info('127.0.0.1 "POST /v1/rerank" 200', extra=access)
 logging.getLogger("vllm.engine").warning("a line of vLLM's")
 try:
     raise ValueError("boom")
@@ -49,6 +50,7 @@ def test_json_logs_are_one_object_per_line_with_request_ids(tmp_path):
     by_logger = {r["logger"]: r for r in records}
     assert by_logger["server.serving"]["message"].startswith("Engine started.")
     assert by_logger["server.access"]["request_id"] == "req-7"
+    assert by_logger["server.access"]["trace_id"] == "ab" * 16  # with tracing on (tests/test_tracing.py)
     assert by_logger["vllm.engine"]["level"] == "WARNING"  # vLLM's logger through its own dictConfig
     assert "ValueError: boom" in by_logger["server.errors"]["exception"]
     assert any("Engine started." in line for line in lines)  # `grep`/`tail` still finds it

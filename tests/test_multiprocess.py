@@ -1,13 +1,14 @@
 """Several API processes on one engine (`--api-processes 2`), as whole servers (`python -m server`).
 
-Both processes answer (each response names its process), scores equal a one-process server's (up
-to fp32 rounding), one /metrics scrape counts the requests of both, `Engine started.` is logged
-once, SIGTERM drains and exits 0, and losing an API process or the engine core ends the whole
-server non-zero.
+Both processes answer (each response names its process) and each exports its traces, scores
+equal a one-process server's (up to fp32 rounding), one /metrics scrape counts the requests of
+both, `Engine started.` is logged once, SIGTERM drains and exits 0, and losing an API process
+or the engine core ends the whole server non-zero.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .conftest import wait_until
+from .otlp_receiver import http_receiver
 from .test_errors import GOOD, LONG_DOCS
 from .test_process import ServerProcess
 from .test_rolling_restart import SHARED_HOST_FLAGS
@@ -33,7 +36,12 @@ def ranked(response: httpx.Response) -> list[tuple[int, float]]:
 def test_two_api_processes_serve_one_engine(tiny_model: Path, tmp_path: Path, redis_server):
     (tmp_path / "two").mkdir()
     (tmp_path / "one").mkdir()
-    two = ServerProcess(tiny_model, tmp_path / "two", (*TWO, "--vllm-metrics", "--score-cache-url", redis_server.url))
+    receiver = contextlib.ExitStack()
+    otlp_url, received = receiver.enter_context(http_receiver())
+    tracing = ("--otlp-traces-endpoint", otlp_url)
+    two = ServerProcess(
+        tiny_model, tmp_path / "two", (*TWO, "--vllm-metrics", "--score-cache-url", redis_server.url, *tracing)
+    )
     one = ServerProcess(tiny_model, tmp_path / "one", SHARED_HOST_FLAGS)
     try:
         two.wait_ready(600)
@@ -56,6 +64,12 @@ def test_two_api_processes_serve_one_engine(tiny_model: Path, tmp_path: Path, re
                 if len(answered_by) == 2:
                     break
         assert set(answered_by) == {"api-0", "api-1"}, answered_by
+        # Each process exports its own traces (its own provider, made in the process).
+        assert wait_until(
+            lambda: {s.resource.get("rerank.api_process") for s in received.spans} >= {"api-0", "api-1"}, timeout=60
+        ), {s.resource.get("rerank.api_process") for s in received.spans}
+        instances = {s.resource["rerank.api_process"]: s.resource["service.instance.id"] for s in received.spans}
+        assert len(set(instances.values())) == 2
 
         # The same scores as one process on one engine (short and truncated documents), up to fp32
         # rounding (1e-7 seen: the engine batches pairs as they come, and a different batch sums
@@ -102,6 +116,7 @@ def test_two_api_processes_serve_one_engine(tiny_model: Path, tmp_path: Path, re
     finally:
         two.stop()
         one.stop()
+        receiver.close()
 
 
 @pytest.mark.engine
