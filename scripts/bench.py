@@ -8,12 +8,19 @@ vLLM's own rerank server on the same model files and engine flags.
     # server keeps its own defaults for the rest (ours differ: see server/engine.py); --dtype default
     # passes no dtype, so each server runs the model with its own default
     python scripts/bench.py compare --model models/micro --requests 200 --concurrency 8 --rounds 3
+    # beside them, this server as it was at a git revision, and with other flags (traced: to a sink)
+    python scripts/bench.py compare --model models/wide4 --dtype default --baseline 29e8c51 \
+        --variant steps16k='--max-num-batched-tokens 16384' --variant traced='--otlp-traces-endpoint {otlp}'
     # both servers with 1 and with 2 API processes (ours --api-processes, vLLM's --api-server-count)
     python scripts/bench.py compare --model models/micro --requests 200 --rounds 3 --api-processes 1,2
     # this server alone, long documents (2-10 windows each) with long_document_strategy truncate vs chunk
     python scripts/bench.py long --model models/tiny --max-model-len 1024 --requests 20 --min-docs 3 --max-docs 6
     # this server with the score cache on and off: repeated requests, a Zipf query stream, nothing repeated
     python scripts/bench.py cache --model models/micro --requests 80 --rounds 3
+    # soak: two API processes and a shared Redis cache under mixed traffic (both dialects, repeats,
+    # chunked documents, hang-ups, 429 bursts, Redis restarted midway); RSS, FDs, threads sampled;
+    # writes soak.json and soak.png (scripts/rerank_bench/soak.py)
+    python scripts/bench.py soak --model models/tiny --max-model-len 512 --minutes 20 --out soak
 
 Workload (seeded, repeatable): queries of 10-30 tokens, documents of 100-500 tokens, 20-100
 documents a request. Reports docs/s, requests/s, p50/p95/p99 latency, errors and the
@@ -35,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # rerank_bench, beside
 from rerank_bench import workloads  # noqa: E402
 from rerank_bench.load import Result, run_load, score_cache_counters  # noqa: E402
 from rerank_bench.report import cache_report, long_report, report  # noqa: E402
-from rerank_bench.servers import check_same_scores, start_servers, stop  # noqa: E402
+from rerank_bench.servers import OtlpSink, check_same_scores, start_servers, stop  # noqa: E402
+from rerank_bench.soak import run as soak  # noqa: E402
 
 
 def compare(args: argparse.Namespace) -> dict:
@@ -47,7 +55,16 @@ def compare(args: argparse.Namespace) -> dict:
     ]
     warmup = workloads.search(max(4, args.concurrency), args.seed, docs, doc_tokens)
     counts = sorted({int(n) for n in args.api_processes.split(",")} | {1})
-    specs = [(kind, n) for n in counts for kind in ("vllm", "ours")]
+    specs: list = [(kind, n) for n in counts for kind in ("vllm", "ours")]
+    # More of ours beside them: this server at an earlier revision, and with other flags.
+    for rev in args.baseline:
+        specs.append((f"ours@{rev}", 1, f"at_{rev}", []))
+    sink = None
+    if any("{otlp}" in variant for variant in args.variant):  # a collector for traced variants
+        sink = OtlpSink()
+    for variant in args.variant:
+        tag, _, flags = variant.partition("=")
+        specs.append(("ours", 1, tag, flags.replace("{otlp}", sink.url if sink else "").split()))
     with tempfile.TemporaryDirectory(prefix="rerank-bench-") as tmp:
         servers = start_servers(args, Path(tmp), specs)
         try:
@@ -131,7 +148,7 @@ def cache(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("run", "compare", "long", "cache"):
+    for name in ("run", "compare", "long", "cache", "soak"):
         p = sub.add_parser(name)
         p.add_argument("--requests", type=int, default=100)
         p.add_argument("--concurrency", type=int, default=8)
@@ -160,6 +177,19 @@ def main() -> None:
             p.add_argument("--enforce-eager", action="store_true")
             p.add_argument("--ours-flags", default="", help="extra flags for our server only (serving options)")
             p.add_argument(
+                "--baseline",
+                action="append",
+                default=[],
+                help="compare: also this server at this git revision (tag at_REV), same flags (repeatable)",
+            )
+            p.add_argument(
+                "--variant",
+                action="append",
+                default=[],
+                help="compare: also this server with more flags, TAG='--flag value ...' (repeatable; TAG without "
+                "'-'); {otlp} in the flags: the URL of an OTLP/HTTP sink the benchmark runs",
+            )
+            p.add_argument(
                 "--api-processes",
                 default="1",
                 help="compare: API processes, comma-separated (1,2: each server with 1 and with 2; ours "
@@ -171,6 +201,21 @@ def main() -> None:
             p.add_argument("--repeats", type=int, default=4, help="cache: times each request of `repeat` is sent")
             p.add_argument("--zipf-queries", type=int, default=50, help="cache: distinct queries of `zipf`")
             p.add_argument("--gpu-memory-utilization", type=float, default=0.4, help="GPU: each server's share")
+        if name == "soak":
+            p.add_argument("--minutes", type=float, default=20)
+            p.add_argument("--window-minutes", type=float, default=15, help="judge growth over the last ... minutes")
+            p.add_argument("--max-growth", type=float, default=0.05, help="most RSS/FD growth over the window")
+            p.add_argument("--burst-size", type=int, default=8, help="requests in each minute's burst")
+            p.add_argument("--burst-docs", type=int, default=64, help="documents in each (also --max-documents)")
+            p.add_argument("--max-pairs-in-flight", type=int, default=192, help="the server's admission limit")
+            p.add_argument("--out", default="soak", help="directory for soak.json, soak.png and the logs")
+            p.add_argument(
+                "--allocator",
+                choices=("tcmalloc", "glibc"),
+                default="tcmalloc",
+                help="the server's malloc: tcmalloc preloaded (as the image and scripts/serve.sh run it) or glibc's",
+            )
+            p.add_argument("--drain-wait", type=float, default=120, help="seconds the server gets to exit on SIGTERM")
     args = parser.parse_args()
     if args.command == "run":
         workload = workloads.search(args.requests, args.seed, (args.min_docs, args.max_docs),
@@ -183,6 +228,10 @@ def main() -> None:
         long_documents(args)
     elif args.command == "cache":
         cache(args)
+    elif args.command == "soak":
+        summary = soak(args)
+        print(json.dumps(summary, indent=2))
+        raise SystemExit(0 if summary["passed"] else 1)
     else:
         compare(args)
 

@@ -4,4 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# tcmalloc, as the image runs the server (and vLLM's CPU guide asks): with glibc's malloc the model
+# worker's memory grew under mixed traffic (docs/performance.md, "Soak"). LD_PRELOAD set: kept.
+if [[ -z "${LD_PRELOAD:-}" ]]; then
+  tcmalloc="$(/sbin/ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 /{print $NF; exit}')"
+  if [[ -n "$tcmalloc" ]]; then
+    export LD_PRELOAD="$tcmalloc"
+  else
+    echo "note: no tcmalloc found; for steady memory install it (Debian/Ubuntu: apt install libtcmalloc-minimal4)" >&2
+  fi
+fi
 exec .venv/bin/python -m server "$@"

@@ -6,6 +6,7 @@ the issue asks for; `bench.py compare` also checks equal scores at run time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -64,3 +65,33 @@ def test_cpu_is_counted_by_process_kind() -> None:
     # The process started: the HTTP process itself, or the supervisor of several.
     assert load.process_kind("python -m server", True, False) == "api"
     assert load.process_kind("python -m server", True, True) == "supervisor"
+
+
+def test_soak_judges_growth_over_the_window_and_every_failure() -> None:
+    """bench.py soak's verdict (scripts/rerank_bench/soak.py), on made-up samples: flat passes;
+    RSS or FDs growing 5% or more over the window fails (not before it: warm-up); a 5xx, a lost
+    answer or a wrong one fails; 429s and hang-ups do not."""
+    from rerank_bench.soak import Sample, Soak, summarize
+
+    def soak_with(rss: Callable[[float], float], fds: Callable[[float], float] = lambda t: 40) -> Soak:
+        soak = Soak("http://x", 1, seconds=1200, burst_size=8, burst_docs=64)
+        soak.samples = [
+            Sample(t, {"api-0": {"rss_mib": rss(t), "fds": fds(t), "threads": 12}}) for t in range(0, 1201, 5)
+        ]
+        soak.outcomes.update({("search", "200"): 100, ("burst", "429"): 5, ("hang-up", "hung-up"): 3})
+        return soak
+
+    warm_then_flat = soak_with(lambda t: 500 + min(t, 300))  # grows while warming up, then flat
+    summary = summarize(warm_then_flat, window_s=900, max_growth=0.05)
+    assert summary["passed"] and summary["server_errors"] == 0 and not summary["grown"]
+    assert abs(summary["processes"]["api-0"]["rss_mib_growth"]) < 1e-9
+
+    leaking = summarize(soak_with(lambda t: 800 + t * 0.06), window_s=900, max_growth=0.05)  # +54 MiB in 15 min
+    assert not leaking["passed"] and set(leaking["grown"]["api-0"]) == {"rss_mib_growth"}
+    fd_leak = summarize(soak_with(lambda t: 800, lambda t: 40 + t // 100), window_s=900, max_growth=0.05)
+    assert not fd_leak["passed"] and set(fd_leak["grown"]["api-0"]) == {"fds_growth"}
+
+    for outcome in ("500", "lost", "wrong"):
+        failing = soak_with(lambda t: 800)
+        failing.outcomes[("tei", outcome)] += 1
+        assert not summarize(failing, window_s=900, max_growth=0.05)["passed"], outcome

@@ -52,6 +52,10 @@ def report(rounds: dict[str, list[Result]], args: argparse.Namespace, diff: floa
     for tag in rounds:
         if "-" in tag:  # N API processes against one, for each server
             ratios[f"{tag} / {tag.split('-')[0]}"] = paired_ratio(rounds, tag, tag.split("-")[0])
+    for tag in rounds:
+        if not tag.startswith(("ours", "vllm")):  # a baseline revision or a variant of ours
+            ratios[f"{tag} / vllm"] = paired_ratio(rounds, tag, "vllm")
+            ratios[f"ours / {tag}"] = paired_ratio(rounds, "ours", tag)
     print()
     print(f"model {args.model}, {args.requests} requests x {args.rounds} rounds, concurrency {args.concurrency}, "
           f"engine flags {' '.join(engine_flags(args))}; ours also {args.ours_flags or '(nothing)'}; "

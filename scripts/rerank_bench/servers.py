@@ -74,6 +74,44 @@ def label(kind: str, processes: int) -> str:
     return kind if processes == 1 else f"{kind}-{processes}"
 
 
+class OtlpSink:
+    """What a tracing variant exports to: an OTLP/HTTP endpoint on loopback that takes every batch
+    of spans (200, empty answer) and counts them, in a thread of the benchmark."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        sink = self
+        self.batches = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                sink.batches += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+
+def checkout(rev: str, workdir: Path) -> Path:
+    """This project's server package as it was at git revision `rev`, in a directory of its own
+    (run with `python -m server` from there: the same venv, that revision's code)."""
+    target = workdir / f"rev-{rev}"
+    target.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "server"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
 def start_servers(
     args: argparse.Namespace,
     workdir: Path,
@@ -81,8 +119,9 @@ def start_servers(
     ours_only: bool = False,
 ) -> dict[str, tuple[subprocess.Popen, str]]:
     """Start each (kind, API processes[, tag, extra flags of ours]) server, one after the other,
-    each ready before the next. ours_only: every server is ours, and --kv-cache-gib (any size,
-    fractions too) goes to each as its flag instead of vLLM's whole-GiB VLLM_CPU_KVCACHE_SPACE."""
+    each ready before the next. kind: "vllm", "ours", or "ours@REV" (this server at git revision
+    REV). ours_only: every server is ours, and --kv-cache-gib (any size, fractions too) goes to each
+    as its flag instead of vLLM's whole-GiB VLLM_CPU_KVCACHE_SPACE."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     shared = engine_flags(args)
     if on_cpu() and ours_only:
@@ -113,8 +152,9 @@ def start_servers(
                 "--port", str(port), "--host", "127.0.0.1", "--log-file", str(workdir / f"{tag}.log"),
                 "--api-processes", str(processes), *shared, *args.ours_flags.split(), *extra,
             ]  # fmt: skip
+        cwd = checkout(kind.split("@", 1)[1], workdir) if kind.startswith("ours@") else ROOT
         log = open(workdir / f"{tag}.stdout", "w")  # noqa: SIM115
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         servers[tag] = (proc, f"http://127.0.0.1:{port}")
         wait_ready(servers[tag][1], proc, "/health" if kind == "vllm" else "/ready", workdir / f"{tag}.stdout")
     return servers
