@@ -215,6 +215,7 @@ def main() -> None:
                 default="tcmalloc",
                 help="the server's malloc: tcmalloc preloaded (as the image and scripts/serve.sh run it) or glibc's",
             )
+            p.add_argument("--judge", action="store_true", help="judge the finished run in --out again; run nothing")
             p.add_argument("--drain-wait", type=float, default=120, help="seconds the server gets to exit on SIGTERM")
     args = parser.parse_args()
     if args.command == "run":

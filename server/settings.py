@@ -44,7 +44,8 @@ class Settings(BaseSettings):
         None,
         pattern=r"^(auto|nobind|[0-9,\-|]+)$",
         description="CPU only: cores the engine worker's threads are bound to (vLLM's VLLM_CPU_OMP_THREADS_BIND): "
-        "auto (vLLM's default: the first cores of a NUMA node, the same ones for every server on the host), "
+        "auto (vLLM's: the cores of a NUMA node but one kept for its scheduler, the same ones for every server on "
+        "the host; default, except that on a machine of up to 4 cores the worker gets them all), "
         "nobind, or a core list such as 0-7; servers that share a host's cores: nobind (docs/operations.md)",
     )
     data_parallel_size: int = Field(

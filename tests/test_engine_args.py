@@ -55,3 +55,30 @@ def test_cpu_threads_bind_takes_vllms_forms_only():
         assert Settings(model="models/tiny", cpu_threads_bind=value).cpu_threads_bind == value
     with pytest.raises(ValueError, match="cpu_threads_bind"):
         Settings(model="models/tiny", cpu_threads_bind="0-3; rm -rf /")
+
+
+@pytest.mark.parametrize(
+    ("cores", "env", "flag", "reserved"),
+    [
+        (2, {}, None, "0"),  # a small machine: the worker gets every core
+        (4, {}, None, "0"),
+        (8, {}, None, None),  # vLLM's reserve stays where the gain would be small
+        (2, {"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"}, None, "1"),  # the user's word wins
+        (2, {"VLLM_CPU_OMP_THREADS_BIND": "0"}, None, None),
+        (2, {}, "nobind", None),  # --cpu-threads-bind: vLLM's binding as given
+    ],
+)
+def test_small_cpus_give_the_model_worker_every_core(monkeypatch, cores, env, flag, reserved):
+    import os
+
+    from server import engine_args as module
+
+    for name in ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(module, "on_cpu", lambda: True)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    module.set_cpu_threads_bind(Settings(cpu_threads_bind=flag))
+    assert os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU") == reserved
+    assert os.environ.get("VLLM_CPU_OMP_THREADS_BIND") == (flag or env.get("VLLM_CPU_OMP_THREADS_BIND"))

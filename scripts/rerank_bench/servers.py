@@ -123,6 +123,8 @@ def start_servers(
     REV). ours_only: every server is ours, and --kv-cache-gib (any size, fractions too) goes to each
     as its flag instead of vLLM's whole-GiB VLLM_CPU_KVCACHE_SPACE."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if Path(args.model).exists():  # a local model, found from any working directory (ours@REV's too)
+        args.model = str(Path(args.model).resolve())
     shared = engine_flags(args)
     if on_cpu() and ours_only:
         shared += ["--kv-cache-gib", str(args.kv_cache_gib)]
@@ -156,7 +158,11 @@ def start_servers(
         log = open(workdir / f"{tag}.stdout", "w")  # noqa: SIM115
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         servers[tag] = (proc, f"http://127.0.0.1:{port}")
-        wait_ready(servers[tag][1], proc, "/health" if kind == "vllm" else "/ready", workdir / f"{tag}.stdout")
+        try:
+            wait_ready(servers[tag][1], proc, "/health" if kind == "vllm" else "/ready", workdir / f"{tag}.stdout")
+        except BaseException:
+            stop(servers)  # the ones started before it, too
+            raise
     return servers
 
 

@@ -257,17 +257,21 @@ async def traffic(soak: Soak, redis: Redis, max_model_len: int) -> None:
 
 
 def growth(samples: list[Sample], role: str, key: str, window_s: float) -> float | None:
-    """Relative growth of one process's `key` over the last `window_s`: mean of the window's
-    first minute to mean of its last minute (None: too few samples)."""
+    """Relative growth of one process's `key` over the last `window_s`: the least-squares trend
+    across the window, times its length, over the window's mean (None: too few samples). A trend,
+    not first against last: open FDs swing by ten with the client connections of the moment, and
+    a leak shows as a slope under that noise."""
     end = samples[-1].t
-    start = max(0.0, end - window_s)
-    minute = min(60.0, window_s / 5)
-    head = [s.processes[role][key] for s in samples if start <= s.t < start + minute and role in s.processes]
-    tail = [s.processes[role][key] for s in samples if s.t >= end - minute and role in s.processes]
-    if not head or not tail:
+    points = [(s.t, s.processes[role][key]) for s in samples if s.t >= end - window_s and role in s.processes]
+    if len(points) < 3:
         return None
-    first, last = sum(head) / len(head), sum(tail) / len(tail)
-    return (last - first) / first if first else None
+    mean_t = sum(t for t, _ in points) / len(points)
+    mean_v = sum(v for _, v in points) / len(points)
+    spread = sum((t - mean_t) ** 2 for t, _ in points)
+    if not spread or not mean_v:
+        return None
+    slope = sum((t - mean_t) * (v - mean_v) for t, v in points) / spread
+    return slope * (points[-1][0] - points[0][0]) / mean_v
 
 
 def summarize(soak: Soak, window_s: float, max_growth: float) -> dict:
@@ -280,12 +284,15 @@ def summarize(soak: Soak, window_s: float, max_growth: float) -> dict:
     server_errors = sum(count for outcome, count in totals.items() if outcome.isdigit() and int(outcome) >= 500)
     process_roles = sorted({role for s in soak.samples for role in s.processes})
     processes = {}
+    end = soak.samples[-1].t
     for role in process_roles:
-        last = next(s.processes[role] for s in reversed(soak.samples) if role in s.processes)
+        window = [s.processes[role] for s in soak.samples if s.t >= end - window_s and role in s.processes]
         processes[role] = {
-            "rss_mib_last": round(last["rss_mib"], 1),
-            "fds_last": int(last["fds"]),
-            "threads_last": int(last["threads"]),
+            **{
+                f"{key}_{stat.__name__}": round(stat(p[key] for p in window), 1)
+                for key in ("rss_mib", "fds", "threads")
+                for stat in (min, max)
+            },
             **{f"{key}_growth": growth(soak.samples, role, key, window_s) for key in ("rss_mib", "fds", "threads")},
         }
     judged = ("rss_mib_growth", "fds_growth")
@@ -349,12 +356,32 @@ def plot(soak: Soak, path: Path, window_s: float) -> None:
     fig.savefig(path, dpi=90)
 
 
+def judge(out: Path, window_s: float, max_growth: float) -> dict:
+    """A finished run's verdict again from its files (another window or threshold, or a new
+    judge): soak.json's outcomes, soak-samples.json's samples; soak.json is rewritten."""
+    summary = json.loads((out / "soak.json").read_text())
+    soak = Soak("", 0, summary["seconds"], 0, 0)
+    for kind, outcomes in summary["by_kind"].items():
+        for outcome, count in outcomes.items():
+            soak.outcomes[(kind, outcome)] = count
+    soak.samples = [Sample(x["t"], x["processes"]) for x in json.loads((out / "soak-samples.json").read_text())]
+    soak.events = [(e["t"], e["event"]) for e in summary["events"]]
+    judged = summarize(soak, window_s, max_growth)
+    for key in ("server_exit_code", "allocator"):
+        judged[key] = summary.get(key)
+    judged["passed"] = judged["passed"] and summary.get("server_exit_code") == 0
+    (out / "soak.json").write_text(json.dumps(judged, indent=2))
+    return judged
+
+
 def run(args: argparse.Namespace) -> dict:
     """Start Redis and the server, soak it, write soak.json and soak.png; the summary."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seconds = args.minutes * 60
     window_s = min(args.window_minutes * 60, seconds * 0.75)
+    if args.judge:
+        return judge(out, window_s, args.max_growth)
     if args.allocator == "tcmalloc":  # as the image and scripts/serve.sh run the server
         lib = ctypes.util.find_library("tcmalloc_minimal")
         if lib is None:
