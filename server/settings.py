@@ -159,7 +159,7 @@ class Settings(BaseSettings):
             return [k.strip() for item in value for k in str(item).split(",") if k.strip()]
         return value
 
-    @field_validator("score_cache_url", mode="before")
+    @field_validator("score_cache_url", "otlp_traces_endpoint", mode="before")
     @classmethod
     def _no_url_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -170,11 +170,6 @@ class Settings(BaseSettings):
         if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
-
-    @field_validator("otlp_traces_endpoint", mode="before")
-    @classmethod
-    def _no_endpoint_is_none(cls, value: object) -> object:
-        return None if value == "" else value
 
     @field_validator("otlp_traces_endpoint")
     @classmethod

@@ -25,6 +25,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from rerank_bench.redis_server import RedisServer  # noqa: E402  (a real redis-server, for the score cache)
+
 API_KEY = "test-key"
 MAX_MODEL_LEN = 512
 T = TypeVar("T")
@@ -190,44 +192,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10, interval: flo
     return predicate()
 
 
-@dataclass
-class RedisServer:
-    """A real redis-server (Debian's package) on a free loopback port, started and stopped by tests."""
-
-    port: int
-    workdir: Path
-    proc: Any = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import subprocess
-
-        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        assert wait_until(self.ping, timeout=30), "redis-server did not start"
-
-    def ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
-
-    def flush(self) -> None:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(b"FLUSHALL\r\n")
-            assert s.recv(16).startswith(b"+OK")
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     import os
@@ -235,10 +199,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
     if shutil.which("redis-server") is None and not os.environ.get("CI"):
         pytest.skip("needs Debian's redis-server (.ci/run installs it)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = RedisServer(port, tmp_path_factory.mktemp("redis"))
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
     server.stop()

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ctypes.util
 import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -32,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rerank_bench import workloads
+from rerank_bench.redis_server import RedisServer
 from rerank_bench.servers import start_servers, stop
 
 # Outcomes of one request: HTTP statuses as text, "hung-up" (the client closed the connection on
@@ -108,38 +107,6 @@ def sample(pid: int) -> dict[str, dict[str, float]]:
     return out
 
 
-class Redis:
-    """Debian's redis-server on a loopback port, stopped and started again midway."""
-
-    def __init__(self, workdir: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.workdir = workdir
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return
-            time.sleep(0.1)
-        raise SystemExit("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(30)
-
-
 def check_answer(body: dict, data: object, tei: bool) -> bool:
     """A 200's answer ranks every document once."""
     n = len(body["texts"] if tei else body["documents"])
@@ -154,7 +121,7 @@ def scores(data: object, tei: bool) -> dict[int, float]:
     return {r["index"]: r["score" if tei else "relevance_score"] for r in results}  # type: ignore[union-attr]
 
 
-async def traffic(soak: Soak, redis: Redis, max_model_len: int) -> None:
+async def traffic(soak: Soak, redis: RedisServer, max_model_len: int) -> None:
     import aiohttp
 
     rng = random.Random(soak.seed)
@@ -389,7 +356,7 @@ def run(args: argparse.Namespace) -> dict:
         os.environ["LD_PRELOAD"] = lib
     else:
         os.environ.pop("LD_PRELOAD", None)
-    redis = Redis(out)
+    redis = RedisServer(out)
     redis.start()
     extra = [
         "--score-cache-url", redis.url,
