@@ -17,7 +17,7 @@ from server.errors import CLIENT_CLOSED, ErrorKind, ServiceError
 from server.metrics import Metrics
 from server.serving import RequestStats
 from server.tei_protocol import HEAD_BYTES, dialect_error_response, is_tei_head
-from server.tracing import Tracing, mark_error, trace_id
+from server.tracing import NO_TRACING, Tracing, mark_error, trace_id
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -59,12 +59,12 @@ class RequestContextMiddleware:
         metrics: Metrics,
         closing: Callable[[], bool] = lambda: False,
         process_name: str | None = None,
-        tracing: Tracing | None = None,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.closing = closing
-        self.tracing = tracing or Tracing()
+        self.tracing = tracing
         self.extra_headers = [(b"x-rerank-process", process_name.encode())] if process_name else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

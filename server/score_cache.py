@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
-from server.tracing import Tracing
+from server.tracing import NO_TRACING, Tracing
 
 logger = logging.getLogger("server.score_cache")
 KEY_PREFIX = b"rerank:score:v1:"
@@ -168,11 +168,10 @@ async def score_through(
     prompts: list[list[int]],
     priorities: list[int] | None,
     score: Scorer,
-    tracing: Tracing | None = None,
+    tracing: Tracing = NO_TRACING,
 ) -> Through:
     """Every prompt's logit: from the cache, from an identical pair in flight, or from `score`
     (the engine: admission and all) for the rest, each distinct prompt once."""
-    tracing = tracing or Tracing()
     with tracing.span("rerank.score_cache.lookup") as span:
         keys = [cache.key(p) for p in prompts]
         logits = await cache.get_many(keys)

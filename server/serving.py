@@ -20,7 +20,7 @@ from server.prompt import PromptBuilder, Prompts, QueryTooLongError, Tokenizer, 
 from server.rerank_job import Passage, Ranking, RerankJob
 from server.score_cache import ScoreCache, score_through
 from server.settings import Settings
-from server.tracing import Tracing
+from server.tracing import NO_TRACING, Tracing
 
 logger = logging.getLogger("server.serving")
 
@@ -51,11 +51,11 @@ def load_tokenizer(model: str) -> Tokenizer:
 
 class RerankService:
     def __init__(
-        self, settings: Settings, metrics: Metrics, cluster: Cluster | None = None, tracing: Tracing | None = None
+        self, settings: Settings, metrics: Metrics, cluster: Cluster | None = None, tracing: Tracing = NO_TRACING
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.tracing = tracing or Tracing()  # off unless an OTLP endpoint is set (server/tracing.py)
+        self.tracing = tracing  # off unless an OTLP endpoint is set (server/tracing.py)
         self.cluster = cluster  # the server's other API processes, if it runs several
         self.engine: Engine | None = None
         self.prompts: PromptBuilder | None = None

@@ -81,8 +81,11 @@ class Tracing:
     def shutdown(self) -> None:
         """Send the spans still buffered (bounded), then stop the exporter."""
         if self._provider is not None:
-            self._provider.force_flush(FLUSH_TIMEOUT_MS)
+            self.flush()
             self._provider.shutdown()
+
+
+NO_TRACING = Tracing()  # off: what every part of the server holds unless given a provider's
 
 
 def trace_id(span: Any) -> str:
@@ -98,11 +101,11 @@ def mark_error(span: Any, description: str) -> None:
 
 def traces_endpoint(endpoint: str | None) -> str | None:
     """The endpoint given, or the standard variables' (None: tracing is off)."""
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return None
-    if os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
-        return None
     env = os.environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+        return None
     return endpoint or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
@@ -129,7 +132,7 @@ def setup_tracing(endpoint: str | None, protocol: Protocol | None, process_name:
     """This process's tracing: off (no endpoint anywhere), or a provider exporting in batches."""
     endpoint = traces_endpoint(endpoint)
     if not endpoint:
-        return Tracing()
+        return NO_TRACING
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
