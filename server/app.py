@@ -12,7 +12,7 @@ from server.api_router import REQUEST_MODELS, RERANK_ROUTES, router
 from server.cluster import Cluster
 from server.errors import install_error_handlers
 from server.metrics import Metrics
-from server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from server.middleware import ApiKeyMiddleware, RequestContextMiddleware
 from server.serving import RerankService
 from server.settings import Settings
 from server.tracing import setup_tracing
@@ -36,8 +36,8 @@ def create_app(settings: Settings, cluster: Cluster | None = None) -> FastAPI:
     app.include_router(router)
     install_error_handlers(app)
 
-    # Added innermost first: the request context wraps auth, which wraps the body limit.
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    # Added innermost first: the request context wraps auth. The body limit is the rerank routes'
+    # (server/body.py): no other route reads a body.
     keys = settings.api_keys()
     if keys:
         public = PUBLIC_PATHS + (("/metrics",) if settings.metrics_public else ())

@@ -20,6 +20,7 @@ Engine defaults chosen for reranking, where every request is one prefill and not
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,32 @@ def on_cpu() -> bool:
     from vllm.platforms import current_platform
 
     return current_platform.is_cpu()
+
+
+def engine_identity(dtype: str) -> bytes:
+    """What computes the logits, besides the weights: vLLM's release, the device kind and the dtype.
+    The score cache keys every logit on it, so that an upgraded vLLM, another GPU model or another
+    CPU (its vector units change the arithmetic) sharing one Redis never reads another's logits."""
+    import platform
+
+    import vllm
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        flags = ("avx512f", "avx512_bf16", "amx_bf16", "asimd", "sve")
+        found: set[str] = set()
+        model = platform.processor()
+        with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    found.update(f for f in value.split() if f in flags)
+                elif key.strip() == "model name":
+                    model = value.strip()
+        device = f"cpu {platform.machine()} {model} {' '.join(sorted(found))}"
+    else:
+        device = f"{current_platform.device_name} {current_platform.get_device_name()}"
+    return f"vllm {vllm.__version__}; {device}; {dtype}".encode()
 
 
 def cpu_dtype() -> str:
@@ -73,7 +100,7 @@ def engine_args(settings: Settings) -> AsyncEngineArgs:
 
     kwargs: dict[str, Any] = dict(
         model=settings.model,
-        served_model_name=settings.model_name,
+        served_model_name=settings.served_model_name,
         runner="pooling",
         hf_overrides=QWEN3_RERANKER_HF_OVERRIDES,
         dtype=settings.dtype,

@@ -11,6 +11,8 @@ That dictConfig closes handlers made before it, so ours are attached after vLLM 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
 import os
@@ -69,6 +71,11 @@ def vllm_logging_config(log_file: Path | None, level: str, log_format: LogFormat
     }
 
 
+def remove_file(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 def setup_logging(log_file: Path | None, level: str = "info", log_format: LogFormat = "text") -> None:
     if log_file is not None:
         log_file = log_file.resolve()
@@ -76,6 +83,8 @@ def setup_logging(log_file: Path | None, level: str = "info", log_format: LogFor
     fd, path = tempfile.mkstemp(prefix="rerank-vllm-logging-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         json.dump(vllm_logging_config(log_file, level, log_format), f)
+    # vLLM's engine processes, started later by this one, read it as they start: removed when this one ends
+    atexit.register(remove_file, path)
     os.environ["VLLM_CONFIGURE_LOGGING"] = "1"
     os.environ["VLLM_LOGGING_CONFIG_PATH"] = path
     import vllm.logger  # noqa: F401  (applies the config above in this process)

@@ -9,6 +9,7 @@ engine_up: the lowest).
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -16,8 +17,19 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
-# rerank_rejected_requests_total's reasons (server/serving.py); overloaded is the 429
-REJECT_REASONS = ("too_many_documents", "text_too_long", "too_many_windows", "query_too_long", "overloaded", "timeout")
+
+
+class RejectReason(StrEnum):
+    """rerank_rejected_requests_total's reasons (server/serving.py); overloaded is the 429."""
+
+    TOO_MANY_DOCUMENTS = "too_many_documents"
+    TEXT_TOO_LONG = "text_too_long"
+    TOO_MANY_PAIRS = "too_many_pairs"
+    QUERY_TOO_LONG = "query_too_long"
+    OVERLOADED = "overloaded"
+    TIMEOUT = "timeout"
+
+
 PREFIX_RATIO_HELP = "prefix-cache tokens / tokens the engine scored, since start (the engine's own counts only)"
 TOKEN_BUCKETS = (100, 500, 1000, 5000, 10_000, 50_000, 100_000, 500_000, 1_000_000)
 
@@ -51,11 +63,6 @@ class Metrics:
             "of the engine's prompt tokens, those read from vLLM's prefix cache",
             registry=r,
         )
-        self._engine_total = 0
-        self._cached_total = 0
-        if not multiprocess_mode():  # with several processes render() computes it from the summed counters
-            self.prefix_cache_hit_ratio = Gauge("rerank_prefix_cache_hit_ratio", PREFIX_RATIO_HELP, registry=r)
-            self.prefix_cache_hit_ratio.set_function(lambda: ratio(self._cached_total, self._engine_total))
         self.requests_in_flight = Gauge(
             "rerank_requests_in_flight", "rerank requests being scored", registry=r, multiprocess_mode="livesum"
         )
@@ -87,35 +94,43 @@ class Metrics:
             multiprocess_mode="livesum",
         )
         self.rejected = Counter("rerank_rejected_requests", "requests refused, by reason", ["reason"], registry=r)
-        for reason in REJECT_REASONS:  # every reason's series from the start: its rate is 0, not absent
+        for reason in RejectReason:  # every reason's series from the start: its rate is 0, not absent
             self.rejected.labels(reason)
         self.engine_up = Gauge(
             "rerank_engine_up", "1 when the engine is ready to score", registry=r, multiprocess_mode="livemin"
         )
 
-    def record_tokens(self, prompt: int, engine: int, cached: int) -> None:
-        """A request's prompt tokens, those the engine scored, and those of its read from the prefix cache."""
+    def reject(self, reason: RejectReason) -> None:
+        self.rejected.labels(reason).inc()
+
+    def record_request(self, documents: int, prompt: int, engine: int, cached: int) -> None:
+        """A rerank request's documents, its prompt tokens, those the engine scored, and those of its
+        read from the prefix cache (the warm-up is not a request: it is not recorded)."""
+        self.documents.observe(documents)
+        self.tokens.observe(prompt)
         self.prompt_tokens.inc(prompt)
         self.engine_prompt_tokens.inc(engine)
         self.cached_tokens.inc(cached)
-        self._engine_total += engine
-        self._cached_total += cached
 
     def render(self) -> bytes:
-        """Our metrics, then the process-wide registry: vLLM's own `vllm:*` engine metrics live there.
-        In multiprocess mode: every process's samples, ours and vLLM's, from the shared directory."""
-        if not multiprocess_mode():
-            return generate_latest(self.registry) + generate_latest(REGISTRY)
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)
-        families = list(registry.collect())
+        """Our metrics with the prefix-cache ratio computed from their counters, then the process-wide
+        registry: vLLM's own `vllm:*` engine metrics live there. In multiprocess mode: every process's
+        samples, ours and vLLM's, from the shared directory."""
+        tail = b""
+        if multiprocess_mode():
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            families = list(registry.collect())
+        else:
+            families = list(self.registry.collect())
+            tail = generate_latest(REGISTRY)
         totals = {s.name: s.value for f in families for s in f.samples}
         engine = totals.get("rerank_engine_prompt_tokens_total", 0)
         cached = totals.get("rerank_cached_prompt_tokens_total", 0)
         hit_ratio = GaugeMetricFamily("rerank_prefix_cache_hit_ratio", PREFIX_RATIO_HELP, ratio(cached, engine))
         out = CollectorRegistry()
         out.register(_Fixed([*families, hit_ratio]))
-        return generate_latest(out)
+        return generate_latest(out) + tail
 
 
 def ratio(part: float, whole: float) -> float:

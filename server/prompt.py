@@ -19,7 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from server.errors import ErrorKind, ServiceError
 from server.fast_tokenizer import FastEncoder
+from server.rerank_job import Passage, RerankJob
+from server.settings import Settings
 
 PREFIX = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and "
@@ -204,3 +207,41 @@ class PromptBuilder:
             windows.append(doc_windows)
             truncated.append(spans[-1][1] < len(ids))
         return Prompts(token_ids, truncated, windows)
+
+
+def prompts_for(builder: PromptBuilder, job: RerankJob, settings: Settings) -> Prompts:
+    """The job's prompts under its long-document strategy: the request's, or the server's default
+    (chunk when only max_chunks_per_doc is sent, as Cohere's v1 SDK does)."""
+    strategy = job.long_document_strategy
+    if strategy is None:
+        strategy = "chunk" if job.max_chunks_per_doc is not None else settings.long_document_strategy
+    if strategy == "truncate":
+        return builder.build(job.query, job.texts, job.instruction, job.max_tokens_per_doc, job.truncation_direction)
+    max_chunks = job.max_chunks_per_doc or settings.max_chunks_per_doc
+    if max_chunks > settings.max_chunks_per_doc:
+        raise ServiceError(
+            ErrorKind.VALIDATION,
+            f"max_chunks_per_doc: at most {settings.max_chunks_per_doc} on this server, got {max_chunks}",
+        )
+    return builder.build_chunked(
+        job.query, job.texts, job.instruction, job.max_tokens_per_doc, max_chunks, settings.chunk_overlap_tokens
+    )
+
+
+def best_windows(scores: list[float], windows: list[list[Window]] | None) -> tuple[list[float], list[Passage | None]]:
+    """Each document's score (the highest of its windows') and, for a document of several
+    windows, where the best one lies (the first of equal ones)."""
+    if windows is None:
+        return scores, [None] * len(scores)
+    doc_scores: list[float] = []
+    passages: list[Passage | None] = []
+    first = 0
+    for doc_windows in windows:
+        window_scores = scores[first : first + len(doc_windows)]
+        best = max(range(len(doc_windows)), key=window_scores.__getitem__)
+        doc_scores.append(window_scores[best])
+        window = doc_windows[best]
+        passage = Passage(window.start, window.end, best, len(doc_windows))
+        passages.append(passage if len(doc_windows) > 1 else None)
+        first += len(doc_windows)
+    return doc_scores, passages

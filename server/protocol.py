@@ -83,29 +83,31 @@ class RerankRequest(RerankOptions):
         """The Cohere-shaped answer: results best first, each with its document as sent (an object
         keeps every field) unless return_documents is false, when `document` is absent; a chunked
         document's best window as `passage`. Serialize with `exclude_unset` (server/api_router.py)."""
-        results: list[RerankResult] = []
-        for i in ranking.top(self.top_n):
-            result: dict[str, Any] = {"index": i, "relevance_score": ranking.scores[i]}
-            if self.return_documents:
-                doc = self.documents[i]
-                result["document"] = TextDocument.model_construct(text=doc) if isinstance(doc, str) else doc
-            if ranking.passages[i] is not None:
-                result["passage"] = ranking.passages[i]
-            results.append(RerankResult.model_construct(**result))
-        usage = RerankUsage.model_construct(
-            prompt_tokens=ranking.prompt_tokens,
-            total_tokens=ranking.prompt_tokens,
+        results = [self._result(i, ranking) for i in ranking.top(self.top_n)]
+        tokens = ranking.prompt_tokens
+        usage = RerankUsage(
+            prompt_tokens=tokens,
+            total_tokens=tokens,
             cached_tokens=ranking.cached_tokens,
             score_cache_hits=ranking.score_cache_hits,
         )
-        meta = RerankMeta.model_construct(
-            api_version=ApiVersion.model_construct(version="2"),
-            billed_units=BilledUnits.model_construct(
-                search_units=search_units(len(self.documents)), total_tokens=ranking.prompt_tokens
-            ),
-            tokens=MetaTokens.model_construct(input_tokens=ranking.prompt_tokens, output_tokens=0),
+        meta = RerankMeta(
+            api_version=ApiVersion(version="2"),
+            billed_units=BilledUnits(search_units=search_units(len(self.documents)), total_tokens=tokens),
+            tokens=MetaTokens(input_tokens=tokens, output_tokens=0),
         )
-        return RerankResponse.model_construct(id=request_id, model=model, results=results, usage=usage, meta=meta)
+        return RerankResponse(id=request_id, model=model, results=results, usage=usage, meta=meta)
+
+    def _result(self, i: int, ranking: Ranking) -> RerankResult:
+        """Document i's result: `document` only with return_documents, `passage` only for a document of
+        several windows (fields not passed stay unset, and out of the answer)."""
+        fields: dict[str, Any] = {}
+        if self.return_documents:
+            doc = self.documents[i]
+            fields["document"] = TextDocument(text=doc) if isinstance(doc, str) else doc
+        if ranking.passages[i] is not None:
+            fields["passage"] = ranking.passages[i]
+        return RerankResult(index=i, relevance_score=ranking.scores[i], **fields)
 
 
 def search_units(documents: int) -> int:
@@ -131,7 +133,7 @@ class RerankUsage(BaseModel):
     total_tokens: int = Field(description="the same (nothing is generated)")
     cached_tokens: int = Field(description="of the prompts the engine scored: tokens read from vLLM's prefix cache")
     score_cache_hits: int = Field(
-        description="prompts answered from the score cache, not the engine (a chunked document's windows each count)"
+        description="pairs answered from the score cache, not the engine (a chunked document's windows each count)"
     )
 
 
@@ -177,13 +179,3 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: str = "list"
     data: list[ModelCard]
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    code: int
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail

@@ -48,7 +48,7 @@ class Ranking:
     passages: list[Passage | None]  # per document: its best window, if it was chunked into several
     prompt_tokens: int = 0  # every prompt's tokens (windows included), the score cache's hits too
     cached_tokens: int = 0  # of the prompts the engine scored: tokens read from vLLM's prefix cache
-    score_cache_hits: int = 0  # prompts answered from the score cache (or an identical one in flight)
+    score_cache_hits: int = 0  # pairs answered from the score cache (or an identical one in flight)
     scores: list[float] = field(init=False)  # per document: the probability of "yes", sigmoid(logit)
 
     def __post_init__(self) -> None:

@@ -9,16 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 
 from server.cluster import Cluster, PairBudget
 from server.engine import Engine, Scores
+from server.engine_args import engine_identity
 from server.errors import ErrorKind, ServiceError
-from server.metrics import Metrics
+from server.metrics import Metrics, RejectReason
 from server.model_files import hub_revision, weights_identity
-from server.prompt import PromptBuilder, Prompts, QueryTooLongError, Tokenizer, Window
-from server.rerank_job import Passage, Ranking, RerankJob
-from server.score_cache import ScoreCache, score_through
+from server.prompt import PromptBuilder, Prompts, QueryTooLongError, Tokenizer, best_windows, prompts_for
+from server.rerank_job import Ranking, RerankJob
+from server.score_cache import ScoreCache, Through, score_through
 from server.settings import Settings
 from server.tracing import NO_TRACING, Tracing
 
@@ -32,15 +32,6 @@ WARMUP_JOB = RerankJob(
 # The warm-up's engine request id (what tests' engine wrappers look for); it is never how the warm-up
 # is told apart: a client may send any X-Request-Id, this one too.
 WARMUP_REQUEST_ID = "warmup"
-
-
-@dataclass
-class RequestStats:
-    """What the access log and metrics report about one rerank request."""
-
-    documents: int = 0
-    tokens: int = 0
-    cached_tokens: int = 0
 
 
 def load_tokenizer(model: str) -> Tokenizer:
@@ -97,7 +88,7 @@ class RerankService:
         if self.settings.score_cache_size > 0:
             self.score_cache = await asyncio.to_thread(self._make_score_cache)
         started = time.perf_counter()
-        await self._rank(WARMUP_JOB, WARMUP_REQUEST_ID, RequestStats(), use_score_cache=False)
+        await self._rank(WARMUP_JOB, WARMUP_REQUEST_ID, warmup=True)
         self.warmed_up = True
         self.metrics.engine_up.set(1)
         if self.cluster is not None:  # the supervisor says `Engine started.` once all are
@@ -106,31 +97,32 @@ class RerankService:
             return
         logger.info(
             "Engine started. model=%s warm-up rerank scored in %.2fs; ready on /v1/rerank",
-            self.settings.model_name,
+            self.settings.served_model_name,
             time.perf_counter() - started,
         )
 
     def _make_score_cache(self) -> ScoreCache | None:
-        """The score cache, keyed on the weights' identity and the dtype the engine runs."""
+        """The score cache, keyed on the weights' identity and what computes with them (vLLM's release,
+        the device kind, the dtype the engine runs: server/engine_args.py `engine_identity`)."""
         started = time.perf_counter()
         try:
             weights = weights_identity(self.settings.model)
         except OSError as exc:
             logger.warning("score cache off: the model's files cannot be read to identify them (%s)", exc)
             return None
-        dtype = self.model_dtype or self.settings.dtype
         url = self.settings.score_cache_url
         cache = ScoreCache(
             self.settings.score_cache_size,
-            weights + dtype.encode(),
+            weights + engine_identity(self.model_dtype or self.settings.dtype),
             url.get_secret_value() if url is not None else None,
             self.settings.score_cache_ttl,
             on_error=self.metrics.score_cache_errors.inc,
         )
+        shared = ", shared through Redis" if url is not None else ""
         logger.info(
-            "score cache: %d entries in this process%s; weights identified in %.2fs",
+            "score cache: %d entries in this process%s; identified in %.2fs",
             self.settings.score_cache_size,
-            ", shared through Redis" if url is not None else "",
+            shared,
             time.perf_counter() - started,
         )
         return cache
@@ -149,38 +141,50 @@ class RerankService:
         self.metrics.engine_up.set(0)
 
     # --- requests -------------------------------------------------------------------------
-    async def rerank(self, job: RerankJob, request_id: str, stats: RequestStats) -> Ranking:
+    async def rerank(self, job: RerankJob, request_id: str) -> Ranking:
         if not self.can_score:
             raise ServiceError(
                 ErrorKind.SERVICE_UNAVAILABLE, "the engine is not ready yet; retry when GET /ready is 200"
             )
-        if job.model is not None and job.model != self.settings.model_name:
+        if job.model is not None and job.model != self.settings.served_model_name:
             raise ServiceError(
                 ErrorKind.NOT_FOUND,
-                f"model {job.model!r} is not served here; this server serves {self.settings.model_name!r}",
+                f"model {job.model!r} is not served here; this server serves {self.settings.served_model_name!r}",
             )
         if len(job.texts) > self.settings.max_documents:
-            self.metrics.rejected.labels("too_many_documents").inc()
+            self.metrics.reject(RejectReason.TOO_MANY_DOCUMENTS)
             raise ServiceError(
                 ErrorKind.PAYLOAD_TOO_LARGE,
                 f"{len(job.texts)} documents in one request; the limit is {self.settings.max_documents}",
             )
-        return await self._rank(job, request_id, stats)
+        self.metrics.requests_in_flight.inc()
+        try:
+            return await self._rank(job, request_id)
+        finally:
+            self.metrics.requests_in_flight.dec()
 
-    async def _rank(
-        self, job: RerankJob, request_id: str, stats: RequestStats, use_score_cache: bool = True
-    ) -> Ranking:
+    async def _rank(self, job: RerankJob, request_id: str, warmup: bool = False) -> Ranking:
+        """Prompts, their logits (through the score cache), each document's best one, best first. The
+        warm-up goes past the score cache (it must reach the engine) and the request metrics."""
         assert self.prompts is not None and self.engine is not None
-        stats.documents = len(job.texts)
         with self.tracing.span("rerank.tokenize") as span:
             prompts = await asyncio.to_thread(self._build_prompts, job)
             if span is not None:
-                span.set_attributes({"rerank.prompts": len(prompts.token_ids), TOKENS: prompts.num_tokens})
-        stats.tokens = prompts.num_tokens
-        self.metrics.documents.observe(len(job.texts))
-        self.metrics.tokens.observe(stats.tokens)
+                span.set_attributes({"rerank.pairs": len(prompts.token_ids), TOKENS: prompts.num_tokens})
+        self._check_fits(job, prompts)
+        through = await self._logits_through_cache(prompts, request_id, use_score_cache=not warmup)
+        tokens, cached = prompts.num_tokens, through.prefix_cached_tokens
+        if not warmup:
+            self.metrics.record_request(len(job.texts), tokens, through.engine_tokens, cached)
+        logits, passages = best_windows(through.logits, prompts.windows)
+        order = sorted(range(len(logits)), key=lambda i: -logits[i])
+        hits = len(through.logits) - through.engine_pairs
+        return Ranking(order, logits, passages, tokens, cached, score_cache_hits=hits)
+
+    def _check_fits(self, job: RerankJob, prompts: Prompts) -> None:
+        """A text refused rather than cut (truncate: false), and a request of more pairs than the engine takes."""
         if job.truncate is False and any(prompts.truncated):
-            self.metrics.rejected.labels("text_too_long").inc()
+            self.metrics.reject(RejectReason.TEXT_TOO_LONG)
             first = prompts.truncated.index(True)
             if prompts.doc_budget is not None:
                 room = f"at most {prompts.doc_budget} of its tokens fit in the prompt (max_model_len="
@@ -192,7 +196,7 @@ class RerankService:
                 f"texts[{first}] does not fit: {room}; send truncate: true (or leave it out) to cut it, or shorten it",
             )
         if len(prompts.token_ids) > self.settings.max_pairs_in_flight:  # only chunking gets here
-            self.metrics.rejected.labels("too_many_windows").inc()
+            self.metrics.reject(RejectReason.TOO_MANY_PAIRS)
             raise ServiceError(
                 ErrorKind.PAYLOAD_TOO_LARGE,
                 f"the documents split into {len(prompts.token_ids)} windows, more pairs than the engine takes at once "
@@ -200,26 +204,11 @@ class RerankService:
                 "max_chunks_per_doc",
             )
 
-        pair_logits, engine_pairs, engine_tokens, prefix_cached = await self._logits_through_cache(
-            prompts, request_id, use_score_cache
-        )
-        stats.cached_tokens = prefix_cached
-        self.metrics.record_tokens(stats.tokens, engine_tokens, prefix_cached)
-        logits, passages = best_windows(pair_logits, prompts.windows)
-        order = sorted(range(len(logits)), key=lambda i: -logits[i])
-        return Ranking(
-            order, logits, passages, stats.tokens, prefix_cached, score_cache_hits=len(pair_logits) - engine_pairs
-        )
-
-    async def _logits_through_cache(
-        self, prompts: Prompts, request_id: str, use_score_cache: bool
-    ) -> tuple[list[float], int, int, int]:
-        """Every prompt's logit, and what the engine did: (logits, pairs it scored, their tokens, the
-        tokens of those it read from vLLM's prefix cache). Through the score cache when there is one;
-        the warm-up goes past it (it must reach the engine), whatever its request id."""
+    async def _logits_through_cache(self, prompts: Prompts, request_id: str, use_score_cache: bool) -> Through:
+        """Every pair's logit, and what the engine did for them; through the score cache when there is one."""
         if self.score_cache is None or not use_score_cache:
             scores = await self._admit_and_score(prompts.token_ids, request_id, prompts.priorities)
-            return scores.logits, len(prompts.token_ids), prompts.num_tokens, scores.cached_tokens
+            return Through(scores.logits, len(prompts.token_ids), prompts.num_tokens, scores.cached_tokens)
 
         async def score_in_engine(token_ids: list[list[int]], priorities: list[int] | None) -> tuple[list[float], int]:
             scores = await self._admit_and_score(token_ids, request_id, priorities)
@@ -234,39 +223,19 @@ class RerankService:
         return through
 
     def _build_prompts(self, job: RerankJob) -> Prompts:
-        """The job's prompts under its long-document strategy (runs in a worker thread)."""
+        """The job's prompts (runs in a worker thread)."""
         assert self.prompts is not None
         try:
-            strategy = job.long_document_strategy
-            if strategy is None:  # Cohere's v1 SDK sends only max_chunks_per_doc
-                strategy = "chunk" if job.max_chunks_per_doc is not None else self.settings.long_document_strategy
-            if strategy == "truncate":
-                return self.prompts.build(
-                    job.query, job.texts, job.instruction, job.max_tokens_per_doc, job.truncation_direction
-                )
-            max_chunks = job.max_chunks_per_doc or self.settings.max_chunks_per_doc
-            if max_chunks > self.settings.max_chunks_per_doc:
-                raise ServiceError(
-                    ErrorKind.VALIDATION,
-                    f"max_chunks_per_doc: at most {self.settings.max_chunks_per_doc} on this server, got {max_chunks}",
-                )
-            return self.prompts.build_chunked(
-                job.query,
-                job.texts,
-                job.instruction,
-                job.max_tokens_per_doc,
-                max_chunks,
-                self.settings.chunk_overlap_tokens,
-            )
+            return prompts_for(self.prompts, job, self.settings)
         except QueryTooLongError as exc:
-            self.metrics.rejected.labels("query_too_long").inc()
+            self.metrics.reject(RejectReason.QUERY_TOO_LONG)
             raise ServiceError(ErrorKind.INVALID_REQUEST, str(exc)) from None
 
     async def _admit_and_score(
         self, token_ids: list[list[int]], request_id: str, priorities: list[int] | None
     ) -> Scores:
-        """Admission control, time-out and engine errors around engine.score()."""
-        assert self.engine is not None
+        """Admission control around the engine call: the pairs count against --max-pairs-in-flight
+        while the engine has them, or the request gets 429."""
         n = len(token_ids)
         with self.tracing.span("rerank.admission") as span:
             admitted = self.pairs.try_take(n)
@@ -275,7 +244,7 @@ class RerankService:
                     {"rerank.pairs": n, "rerank.pairs_in_flight": self.pairs.in_flight, "rerank.admitted": admitted}
                 )
         if not admitted:
-            self.metrics.rejected.labels("overloaded").inc()
+            self.metrics.reject(RejectReason.OVERLOADED)
             raise ServiceError(
                 ErrorKind.OVERLOADED,
                 f"server busy: {self.pairs.in_flight} pairs in the engine, limit "
@@ -283,7 +252,17 @@ class RerankService:
                 headers={"Retry-After": "1"},
             )
         self.metrics.pairs_in_flight.inc(n)
-        self.metrics.requests_in_flight.inc()
+        try:
+            return await self._score_in_engine(token_ids, request_id, priorities)
+        finally:
+            self.pairs.give_back(n)
+            self.metrics.pairs_in_flight.dec(n)
+
+    async def _score_in_engine(
+        self, token_ids: list[list[int]], request_id: str, priorities: list[int] | None
+    ) -> Scores:
+        """engine.score() under --request-timeout; an engine that died turns the server unready."""
+        assert self.engine is not None
         try:
             with self.tracing.span("rerank.engine") as span:
                 async with asyncio.timeout(self.settings.request_timeout):
@@ -291,15 +270,15 @@ class RerankService:
                 if span is not None:
                     span.set_attributes(
                         {
-                            "gen_ai.request.model": self.settings.model_name,
-                            "rerank.pairs": n,
+                            "gen_ai.request.model": self.settings.served_model_name,
+                            "rerank.pairs": len(token_ids),
                             TOKENS: sum(map(len, token_ids)),
                             "gen_ai.usage.cache_read.input_tokens": scores.cached_tokens,
                         }
                     )
                 return scores
         except TimeoutError:
-            self.metrics.rejected.labels("timeout").inc()
+            self.metrics.reject(RejectReason.TIMEOUT)
             raise ServiceError(
                 ErrorKind.TIMEOUT,
                 f"scoring took longer than {self.settings.request_timeout:g}s and was aborted; "
@@ -312,26 +291,3 @@ class RerankService:
                     ErrorKind.SERVICE_UNAVAILABLE, "the engine has stopped; the server is restarting"
                 ) from exc
             raise
-        finally:
-            self.pairs.give_back(n)
-            self.metrics.pairs_in_flight.dec(n)
-            self.metrics.requests_in_flight.dec()
-
-
-def best_windows(scores: list[float], windows: list[list[Window]] | None) -> tuple[list[float], list[Passage | None]]:
-    """Each document's score (the highest of its windows') and, for a document of several
-    windows, where the best one lies (the first of equal ones)."""
-    if windows is None:
-        return scores, [None] * len(scores)
-    doc_scores: list[float] = []
-    passages: list[Passage | None] = []
-    first = 0
-    for doc_windows in windows:
-        window_scores = scores[first : first + len(doc_windows)]
-        best = max(range(len(doc_windows)), key=window_scores.__getitem__)
-        doc_scores.append(window_scores[best])
-        window = doc_windows[best]
-        passage = Passage(window.start, window.end, best, len(doc_windows))
-        passages.append(passage if len(doc_windows) > 1 else None)
-        first += len(doc_windows)
-    return doc_scores, passages

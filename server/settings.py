@@ -16,11 +16,14 @@ MiB = 1024 * 1024
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RERANK_", extra="ignore", validate_default=True)
+    # an empty variable is an unset one (`RERANK_DTYPE=` in .env keeps the default)
+    model_config = SettingsConfigDict(
+        env_prefix="RERANK_", extra="ignore", validate_default=True, env_ignore_empty=True
+    )
 
     # --- model and engine -----------------------------------------------------------------
     model: str = Field(DEFAULT_MODEL, description="model path or Hugging Face id")
-    served_model_name: str | None = Field(None, description="name clients use (default: --model)")
+    served_model_name: str = Field("", description="the name clients send and answers carry (default: --model)")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="auto: the model's dtype on a GPU; on the CPU bfloat16 if supported, else float32"
     )
@@ -185,7 +188,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.served_model_name is None:
+        if not self.served_model_name:
             self.served_model_name = self.model
         if self.max_pairs_in_flight < self.max_documents:
             raise ValueError(
@@ -193,10 +196,6 @@ class Settings(BaseSettings):
                 f"({self.max_documents}), or a full request could never be admitted"
             )
         return self
-
-    @property
-    def model_name(self) -> str:
-        return self.served_model_name or self.model
 
     def api_keys(self) -> list[str]:
         return [k.get_secret_value() for k in self.api_key]

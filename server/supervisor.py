@@ -13,9 +13,9 @@ The supervisor:
 - ends everything and exits 1 when an API process or the engine core exits on its own (a
   restart policy brings the server back whole; no half-working server is left).
 
-Shared between the processes (server/cluster.py): a ready flag per process, one counter of pairs
-in the engine (so --max-pairs-in-flight holds for the server as a whole); and prometheus-client's
-multiprocess directory (one /metrics scrape, on any process, shows them all).
+Shared between the processes (server/cluster.py): each process's state (starting, warmed up, ready),
+one counter of pairs in the engine (so --max-pairs-in-flight holds for the server as a whole); and
+prometheus-client's multiprocess directory (one /metrics scrape, on any process, shows them all).
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ class Supervisor:
                 announced = True
                 logger.info(
                     "Engine started. model=%s; %d API processes ready on /v1/rerank",
-                    self.settings.model_name,
+                    self.settings.served_model_name,
                     self.count,
                 )
                 self.cluster.mark_all_ready()  # /ready turns 200 after the line, as with one process

@@ -13,40 +13,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, TypeAdapter, field_validator
-from starlette.responses import Response
 
-from server.errors import ERROR_STATUS, ErrorKind, error_response
 from server.protocol import RerankOptions
 from server.rerank_job import Ranking, RerankJob
-
-# this server's error kind -> TEI's error_type
-TEI_ERROR_TYPE: dict[ErrorKind, str] = {
-    ErrorKind.INVALID_REQUEST: "Validation",
-    ErrorKind.AUTHENTICATION: "Validation",
-    ErrorKind.NOT_FOUND: "Validation",
-    ErrorKind.METHOD_NOT_ALLOWED: "Validation",
-    ErrorKind.PAYLOAD_TOO_LARGE: "Validation",
-    ErrorKind.VALIDATION: "Validation",
-    ErrorKind.EMPTY: "Empty",
-    ErrorKind.OVERLOADED: "Overloaded",
-    ErrorKind.INTERNAL: "Backend",
-    ErrorKind.SERVICE_UNAVAILABLE: "Unhealthy",
-    ErrorKind.TIMEOUT: "Backend",
-}
-
-
-def is_tei_body(data: Any) -> bool:
-    """TEI's shape is told apart by its `texts` field (Cohere, Jina and vLLM send `documents`)."""
-    return isinstance(data, dict) and "texts" in data and "documents" not in data
-
-
-HEAD_BYTES = 64 * 1024  # of a body that is not parsed (too large, not JSON): what tells its dialect
-
-
-def is_tei_head(head: bytes) -> bool:
-    """For a body that cannot be parsed (over the size limit, unread after a 401, not valid JSON):
-    its first bytes name `texts` and not `documents`."""
-    return b'"texts"' in head and b'"documents"' not in head
 
 
 class TeiRerankRequest(RerankOptions):
@@ -84,13 +53,9 @@ class TeiRerankRequest(RerankOptions):
     def response(self, ranking: Ranking) -> list[TeiRank]:
         """TEI's answer, best first (serialize with `exclude_unset`: `text` only with return_text)."""
         scores = ranking.logits if self.raw_scores else ranking.scores
-        out: list[TeiRank] = []
-        for i in ranking.top(self.top_n):
-            entry: dict[str, Any] = {"index": i, "score": scores[i]}
-            if self.return_text:
-                entry["text"] = self.texts[i]
-            out.append(TeiRank.model_construct(**entry))
-        return out
+        if self.return_text:
+            return [TeiRank(index=i, score=scores[i], text=self.texts[i]) for i in ranking.top(self.top_n)]
+        return [TeiRank(index=i, score=scores[i]) for i in ranking.top(self.top_n)]
 
 
 class TeiRank(BaseModel):
@@ -102,13 +67,6 @@ class TeiRank(BaseModel):
 
 
 TEI_RANKS = TypeAdapter(list[TeiRank])
-
-
-class TeiError(BaseModel):
-    """TEI's error body, on requests in TEI's shape."""
-
-    error: str
-    error_type: str
 
 
 class TeiInfo(BaseModel):
@@ -130,14 +88,3 @@ class TeiInfo(BaseModel):
     auto_truncate: bool = True
     tokenization_workers: int = Field(description="processes that tokenize (--api-processes)")
     version: str
-
-
-def dialect_error_response(tei: bool, kind: ErrorKind, message: str, headers: dict[str, str] | None = None) -> Response:
-    """An error in the dialect of the request: TEI's body for a TEI request, else the one shape."""
-    return tei_error_response(kind, message, headers) if tei else error_response(kind, message, headers)
-
-
-def tei_error_response(kind: ErrorKind, message: str, headers: dict[str, str] | None = None) -> Response:
-    status = ERROR_STATUS[kind]
-    body = TeiError(error=message, error_type=TEI_ERROR_TYPE.get(kind, "Backend")).model_dump_json()
-    return Response(body, status_code=status, media_type="application/json", headers=headers)

@@ -5,7 +5,7 @@ One SERVER span per request (`POST /v1/rerank`), continuing the caller's W3C `tr
 child span for each part that costs time:
 
     POST /v1/rerank                 http.*, url.path, client.address, rerank.request_id, rerank.documents
-      rerank.tokenize               rerank.prompts (windows included), gen_ai.usage.input_tokens
+      rerank.tokenize               rerank.pairs (windows included), gen_ai.usage.input_tokens
       rerank.score_cache.lookup     rerank.score_cache.hits, rerank.score_cache.misses
       rerank.admission              rerank.pairs, rerank.pairs_in_flight, rerank.admitted
       rerank.engine                 rerank.pairs, gen_ai.usage.input_tokens, gen_ai.usage.cache_read.input_tokens

@@ -26,6 +26,7 @@ its package registries are PyPI and Debian's):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -143,13 +144,17 @@ def model_dir(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return model
 
 
-def readme_cpu_run() -> list[str]:
-    """The README's CPU `docker run` line, as words."""
-    block = README.split("**On a CPU with Docker**", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+def readme_run(heading: str) -> list[str]:
+    """The `docker run` line of the README's block under `heading`, as words."""
+    block = README.split(heading, 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     [line] = [line for line in block.splitlines() if "docker run" in line]
     words = shlex.split(line.split("&&", 1)[1])
     assert words[:2] == ["docker", "run"], line
     return words
+
+
+def readme_cpu_run() -> list[str]:
+    return readme_run("**On a CPU with Docker**")
 
 
 @dataclass
@@ -200,18 +205,10 @@ class Container:
         return "\n".join(container_output(podman("logs", self.name, check=False))[-40:])
 
 
-@pytest.fixture(scope="module")
-def container(image: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
-    """The README's CPU `docker run` line with podman, as root, on a root-owned ./workspace."""
-    workspace = tmp_path_factory.mktemp("container-host") / "workspace"
-    workspace.mkdir()  # as `mkdir -p workspace` by root: root-owned
-    assert workspace.stat().st_uid == 0
-    suffix = f"{os.getpid()}"
-    box = Container(
-        name=f"rerank-test-{suffix}", port=free_port(), workspace=workspace, cache_volume=f"rerank-cache-{suffix}"
-    )
-    words = readme_cpu_run()
-    assert "--shm-size=2g" in words or "--ipc=host" in words, "the README's docker run line lost its shared memory"
+def sandbox_run(words: list[str], box: Container, image: str, model_dir: Path) -> list[str]:
+    """podman's arguments for a README `docker run` line (from `run` on) in this sandbox: the host's network
+    for `-p` (the port becomes a flag), the test's container name and cache volume, the test model mounted
+    read-only, and no `--gpus` (no GPU here)."""
     argv: list[str] = []
     i = 2
     while i < len(words):
@@ -220,17 +217,20 @@ def container(image: str, model_dir: Path, tmp_path_factory: pytest.TempPathFact
             argv += ["--network", "host"]
             i += 2
             continue
+        if word == "--gpus":
+            i += 2
+            continue
         if word == "--name":
             argv += ["--name", box.name]
             i += 2
             continue
         if word == "-v":
             source, target = words[i + 1].split(":", 1)
-            source = {"$PWD/workspace": str(workspace), "rerank-cache": box.cache_volume}.get(source, source)
+            source = {"$PWD/workspace": str(box.workspace), "rerank-cache": box.cache_volume}.get(source, source)
             argv += ["-v", f"{source}:{target}"]
             i += 2
             continue
-        if word == IMAGE:  # the model mounted read-only, before the image's name
+        if word == image:  # the model mounted read-only, before the image's name
             argv += ["-v", f"{model_dir}:/models/tiny:ro", word]
         elif word == "--model":
             argv += ["--model", "/models/tiny"]
@@ -239,7 +239,18 @@ def container(image: str, model_dir: Path, tmp_path_factory: pytest.TempPathFact
         else:
             argv.append(word)
         i += 1
-    argv += ["--port", str(box.port), *TEST_FLAGS]
+    return [*argv, "--port", str(box.port), *TEST_FLAGS]
+
+
+@contextlib.contextmanager
+def running(words: list[str], image: str, model_dir: Path, workspace: Path) -> Iterator[Container]:
+    """The README's `docker run` line (`words`) run with podman as root on `workspace`, until `Engine started.`"""
+    suffix = f"{os.getpid()}-{image.replace(':', '-')}"
+    box = Container(
+        name=f"rerank-test-{suffix}", port=free_port(), workspace=workspace, cache_volume=f"rerank-cache-{suffix}"
+    )
+    assert "--shm-size=2g" in words or "--ipc=host" in words, "the README's docker run line lost its shared memory"
+    argv = sandbox_run(words, box, image, model_dir)
     podman("rm", "-f", box.name, check=False)
     started = time.monotonic()
     try:
@@ -250,6 +261,37 @@ def container(image: str, model_dir: Path, tmp_path_factory: pytest.TempPathFact
     finally:
         podman("rm", "-f", "-t", "5", box.name, check=False)
         podman("volume", "rm", "-f", box.cache_volume, check=False)
+
+
+def root_owned_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workspace = tmp_path_factory.mktemp("container-host") / "workspace"
+    workspace.mkdir()  # as `mkdir -p workspace` by root: root-owned
+    assert workspace.stat().st_uid == 0
+    return workspace
+
+
+@pytest.fixture(scope="module")
+def container(image: str, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
+    """The README's CPU `docker run` line with podman, as root, on a root-owned ./workspace."""
+    with running(readme_cpu_run(), image, model_dir, root_owned_workspace(tmp_path_factory)) as box:
+        yield box
+
+
+def assert_configured_as_documented(image: str) -> None:
+    """What the README and compose rely on, read from the built image's own config (either variant): the
+    entrypoint runs `python -m server` (as tests/test_process.py does) through the user-switching script,
+    in /workspace, logging to /workspace/vllm.log, on 8000 (API) and 7860 (WebUI), with a health check."""
+    from .test_process import ENTRYPOINT
+
+    config = inspect(image)["Config"]
+    assert config["Entrypoint"] == ["/opt/rerank/scripts/docker-entrypoint.sh", "python3", *ENTRYPOINT[1:]]
+    assert config["WorkingDir"] == "/workspace" and "RERANK_LOG_FILE=/workspace/vllm.log" in config["Env"]
+    assert {"8000/tcp", "7860/tcp"} <= set(config["ExposedPorts"])
+    assert "healthcheck.py" in " ".join(config["Healthcheck"]["Test"])
+
+
+def test_the_cpu_image_is_configured_as_documented(image: str):
+    assert_configured_as_documented(image)
 
 
 def scores(url: str) -> dict[int, float]:

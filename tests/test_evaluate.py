@@ -5,6 +5,7 @@ against ranx on its own run files and against values computed by hand."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -12,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -186,28 +188,48 @@ def test_a_server_answering_429_is_retried_to_completion(live_server, engine, tm
     assert len(read_run(out / f"{name}.trec")) == QUERIES
 
 
-def test_an_interrupted_run_resumes_without_rescoring(server, tmp_path):
+def test_an_interrupted_run_resumes_without_rescoring(live_server, engine, tmp_path):
+    """Ctrl-C while the server holds a query: the run stops at that point whatever the machine's speed (a
+    run left to race the poll can finish before it is interrupted), and the resumed run sends only the rest."""
+    from .test_score_cache import CountingEngine
+
+    class HeldAfter(CountingEngine):
+        """Scores the first `free` requests, then holds every later one until the test releases them."""
+
+        def __init__(self, real, free: int) -> None:  # noqa: ANN001
+            super().__init__(real)
+            self.free, self.calls, self.held = free, 0, 0
+            self.released = threading.Event()
+
+        async def score(self, prompts, request_id, priorities=None):  # noqa: ANN001, ANN201
+            self.calls += request_id != "warmup"
+            if self.calls > self.free and not self.released.is_set():
+                self.held += 1
+                await asyncio.to_thread(self.released.wait)
+            return await super().score(prompts, request_id, priorities)
+
+    gate = HeldAfter(engine, free=5)
+    held = live_server(engine_override=gate, score_cache_size=0)
     data, out = tmp_path / "beir", tmp_path / "out"
     make_beir(data)
-    args = [*EVALUATE, "--data", str(data), "--bm25", "--depth", str(DEPTH), "--server", server.url]
+    args = [*EVALUATE, "--data", str(data), "--bm25", "--depth", str(DEPTH), "--server", held.url]
     args += ["--api-key", API_KEY, "--concurrency", "1", "--out", str(out)]
-    partial = out / "partial"
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def scored() -> int:
-        files = list(partial.glob("*.jsonl")) if partial.exists() else []
-        return sum(len(f.read_text().splitlines()) for f in files)
-
-    assert wait_until(lambda: scored() >= 5 or proc.poll() is not None, timeout=300), "nothing scored"
-    proc.send_signal(signal.SIGINT)  # Ctrl-C
-    _, stderr = proc.communicate(timeout=120)
-    done = scored()
-    assert proc.returncode != 0 and done < QUERIES, stderr
-    before = rerank_requests(server)
+    try:
+        assert wait_until(lambda: gate.held > 0 or proc.poll() is not None, timeout=300), "no query reached the engine"
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signal.SIGINT)  # Ctrl-C while the sixth query waits for its scores
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        gate.released.set()
+    partial = out / "partial"
+    done = sum(len(f.read_text().splitlines()) for f in partial.glob("*.jsonl"))
+    assert proc.returncode != 0 and done == 5, stderr
+    before = rerank_requests(held)
     result = evaluate(*args[2:])
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"resuming, {done} queries already scored" in result.stderr
-    assert rerank_requests(server) - before == QUERIES - done, "queries scored before were sent again"
+    assert rerank_requests(held) - before == QUERIES - done, "queries scored before were sent again"
     [name] = [c["name"] for c in json.loads((out / "combinations.json").read_text())]
     assert len(read_run(out / f"{name}.trec")) == QUERIES
 

@@ -85,3 +85,17 @@ def test_a_server_with_json_logs_writes_json_from_every_process(tiny_model, tmp_
     assert any(r["message"].startswith("Engine started.") for r in records)
     assert {"EngineCore"} <= {r["process"].split("_")[0] for r in records}  # vLLM's engine process, in JSON too
     assert any(r.get("request_id") == "json-1" and r["logger"] == "server.access" for r in records)
+
+
+def test_the_logging_config_handed_to_vllms_processes_is_removed_at_exit(tmp_path):
+    script = (
+        "import os, sys; from pathlib import Path; from server.log import setup_logging; "
+        "setup_logging(Path(sys.argv[1])); path = os.environ['VLLM_LOGGING_CONFIG_PATH']; "
+        "assert os.path.exists(path); print(path)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "vllm.log")], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    path = Path(done.stdout.split()[-1])
+    assert path.name.startswith("rerank-vllm-logging-") and not path.exists()

@@ -8,8 +8,10 @@ import logging
 import httpx
 import pytest
 
+from server.body import read_body
+from server.errors import ServiceError
 from server.metrics import Metrics
-from server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from server.middleware import ApiKeyMiddleware, RequestContextMiddleware
 
 
 @pytest.fixture
@@ -64,11 +66,34 @@ async def test_api_keys_and_the_dialect_of_a_refused_body():
     assert tei.status_code == 401 and set(tei.json()) == {"error", "error_type"}
 
 
+async def parse_body(scope, receive, send) -> None:  # noqa: ANN001
+    """A route that reads its body as the rerank routes do (server/body.py), limit 16 bytes."""
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    try:
+        body = await read_body(Request(scope, receive), limit=16)
+        response = JSONResponse({"data": body.data, "dialect": body.dialect})
+    except ServiceError as exc:
+        response = exc.response()
+    await response(scope, receive, send)
+
+
 @pytest.mark.anyio
-async def test_the_body_limit_refuses_before_and_while_reading():
-    app = BodyLimitMiddleware(echo_body, limit=10)
-    async with client(app) as c:
-        assert (await c.post("/rerank", content=b"0123456789")).text == "0123456789"  # at the limit
+async def test_the_body_limit_refuses_before_and_while_reading_in_the_bodys_dialect():
+    async def chunks(*parts: bytes):  # noqa: ANN202  (no Content-Length: the limit applies while reading)
+        for part in parts:
+            yield part
+
+    async with client(parse_body) as c:
+        fits = await c.post("/rerank", content=b'{"texts":["ab"]}')  # 16 bytes: at the limit
         declared = await c.post("/rerank", content=b'{"texts": ["0123456789"]}')
+        streamed = await c.post("/rerank", content=chunks(b'{"texts": [', b'"0123456789"]}'))
+        cohere = await c.post("/rerank", content=chunks(b'{"documents": ', b'["0123456789"]}'))
+        not_json = await c.post("/rerank", content=b'{"texts": [1,]}')
+    assert fits.json() == {"data": {"texts": ["ab"]}, "dialect": "tei"}
     assert declared.status_code == 413 and declared.json()["error_type"] == "Validation"  # TEI's body said so
     assert declared.headers["connection"] == "close"
+    assert streamed.status_code == 413 and streamed.json()["error_type"] == "Validation"
+    assert cohere.status_code == 413 and cohere.json()["error"]["type"] == "payload_too_large"
+    assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["error"]

@@ -225,10 +225,30 @@ def test_the_cache_identity_follows_the_engines_dtype(live_server, engine, tiny_
     """The key holds the dtype the engine runs, not the one asked for (auto resolves to one)."""
     live, _ = counted_server(live_server, engine)
     identity = live.service.score_cache.identity
-    assert identity.endswith(b"float32")
+    assert identity.endswith(b"; float32")
+    from server.engine_args import engine_identity
     from server.model_files import weights_identity
 
-    assert identity == weights_identity(str(tiny_model)) + b"float32"
+    assert identity == weights_identity(str(tiny_model)) + engine_identity("float32")
+
+
+def test_another_vllm_release_behind_one_redis_never_reads_the_old_logits(
+    live_server, engine, redis_server, monkeypatch
+):
+    """After a vLLM upgrade the shared Redis holds the old engine's logits: the new server's keys differ."""
+    import vllm
+
+    body = {"query": QUERY, "documents": docs("upgrade")}
+    old, old_counter = counted_server(live_server, engine, score_cache_url=redis_server.url)
+    rerank(old, body)
+    monkeypatch.setattr(vllm, "__version__", vllm.__version__ + ".post1")
+    new, new_counter = counted_server(live_server, engine, score_cache_url=redis_server.url)
+    rerank(new, body)
+    assert old_counter.pairs == 4 and new_counter.pairs == 4, "the upgraded server read the old release's logits"
+    monkeypatch.undo()
+    same, same_counter = counted_server(live_server, engine, score_cache_url=redis_server.url)
+    rerank(same, body)
+    assert same_counter.pairs == 0  # the same release on the same device: the shared entries serve it
 
 
 def test_a_client_request_id_of_warmup_still_uses_the_cache(live_server, engine):

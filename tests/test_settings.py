@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -40,4 +42,27 @@ def test_invalid_values_are_refused_at_start_up():
 def test_empty_values_mean_none():
     settings = Settings(log_file="", score_cache_url="")
     assert settings.log_file is None and settings.score_cache_url is None
-    assert Settings(model="m").model_name == "m" and Settings(model="m", served_model_name="n").model_name == "n"
+    assert (
+        Settings(model="m").served_model_name == "m"
+        and Settings(model="m", served_model_name="n").served_model_name == "n"
+    )
+
+
+def test_an_empty_variable_keeps_the_default(monkeypatch):
+    """`RERANK_DTYPE=` in compose's .env (an emptied line) is an unset variable, not an invalid value."""
+    for name in ("DTYPE", "MAX_NUM_SEQS", "GPU_MEMORY_UTILIZATION", "ENFORCE_EAGER", "MAX_DOCUMENTS"):
+        monkeypatch.setenv(f"RERANK_{name}", "")
+    settings = Settings.from_env()
+    assert settings.dtype == "auto" and settings.max_num_seqs is None and settings.gpu_memory_utilization is None
+    assert settings.enforce_eager is False and settings.max_documents == Settings.model_fields["max_documents"].default
+
+
+def test_every_flag_in_the_readme_table_is_a_flag_of_the_server():
+    from server.cli import build_parser
+
+    from .conftest import ROOT
+
+    section = (ROOT / "README.md").read_text().split("## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"^\| `(--[a-z-]+)`", section, re.M)
+    flags = {option for action in build_parser()._actions for option in action.option_strings}
+    assert len(named) >= 8 and set(named) <= flags, set(named) - flags

@@ -151,7 +151,7 @@ def test_a_rerank_request_is_one_trace_continuing_the_callers(live_server, http_
             assert spans[name].parent_span_id == root.span_id, name
         usage = r.json()["usage"]
         assert spans["rerank.tokenize"].attributes == {
-            "rerank.prompts": 3,
+            "rerank.pairs": 3,
             "gen_ai.usage.input_tokens": usage["prompt_tokens"],
         }
         assert spans["rerank.score_cache.lookup"].attributes == {
