@@ -17,6 +17,10 @@ vLLM's own rerank server on the same model files and engine flags.
     python scripts/bench.py long --model models/tiny --max-model-len 1024 --requests 20 --min-docs 3 --max-docs 6
     # this server with the score cache on and off: repeated requests, a Zipf query stream, nothing repeated
     python scripts/bench.py cache --model models/micro --requests 80 --rounds 3
+    # the peers' own load generators, each server with its defaults, rounds alternating: vLLM's
+    # `bench serve` (vllm-rerank backend, random-rerank data) and AIPerf (Cohere and TEI rankings)
+    python scripts/bench.py peers --model models/tiny --dtype default --docs 16 --doc-tokens 128 \
+        --concurrency 4 --requests 400 --rounds 5 --tools vllm-bench,aiperf-cohere,aiperf-tei
     # soak: two API processes and a shared Redis cache under mixed traffic (both dialects, repeats,
     # chunked documents, hang-ups, 429 bursts, Redis restarted midway); RSS, FDs, threads sampled;
     # writes soak.json and soak.png (scripts/rerank_bench/soak.py)
@@ -39,9 +43,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # rerank_bench, beside this file
 
+from rerank_bench import peers as peer_tools  # noqa: E402
 from rerank_bench import workloads  # noqa: E402
 from rerank_bench.load import Result, run_load, score_cache_counters  # noqa: E402
-from rerank_bench.report import cache_report, long_report, report  # noqa: E402
+from rerank_bench.report import cache_report, long_report, peers_report, report  # noqa: E402
 from rerank_bench.servers import OtlpSink, check_same_scores, start_servers, stop  # noqa: E402
 from rerank_bench.soak import run as soak  # noqa: E402
 
@@ -145,10 +150,40 @@ def cache(args: argparse.Namespace) -> dict:
     return cache_report(rounds, hit_ratios, args)
 
 
+def peers(args: argparse.Namespace) -> dict:
+    """Both servers under the peers' own load generators: per tool and round, the same seed (the same
+    requests) for both, a fresh one each round; the order of the servers alternates."""
+    tools = args.tools.split(",")
+    runs: list[peer_tools.PeerRun] = []
+    with tempfile.TemporaryDirectory(prefix="rerank-bench-") as tmp:
+        workdir = Path(tmp)
+        servers = start_servers(args, workdir, [("vllm", 1), ("ours", 1)])
+        try:
+            for r in range(args.rounds + 1):  # round 0 warms both up (compile, caches) and is not kept
+                order = ["vllm", "ours"] if r % 2 == 0 else ["ours", "vllm"]
+                for tool in tools:
+                    for tag in order:
+                        if tool == "aiperf-tei" and tag == "vllm":
+                            continue  # vLLM's server does not take TEI's shape
+                        url, seed = servers[tag][1], args.seed + 1000 * r
+                        if tool == "vllm-bench":
+                            run = peer_tools.vllm_bench(tag, url, args, r, seed, workdir)
+                        else:
+                            endpoint = {"aiperf-cohere": "cohere_rankings", "aiperf-tei": "hf_tei_rankings"}[tool]
+                            run = peer_tools.aiperf(tag, url, endpoint, args, r, seed, workdir)
+                        print(f"round {r} {tool} {tag}: {run.requests_per_s:.2f} req/s p50 {run.p50_ms:.0f} ms "
+                              f"failed {run.failed}", flush=True)  # fmt: skip
+                        if r > 0:
+                            runs.append(run)
+        finally:
+            stop(servers)
+    return peers_report(runs, args)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("run", "compare", "long", "cache", "soak"):
+    for name in ("run", "compare", "long", "cache", "soak", "peers"):
         p = sub.add_parser(name)
         p.add_argument("--requests", type=int, default=100)
         p.add_argument("--concurrency", type=int, default=8)
@@ -201,6 +236,14 @@ def main() -> None:
             p.add_argument("--repeats", type=int, default=4, help="cache: times each request of `repeat` is sent")
             p.add_argument("--zipf-queries", type=int, default=50, help="cache: distinct queries of `zipf`")
             p.add_argument("--gpu-memory-utilization", type=float, default=0.4, help="GPU: each server's share")
+        if name == "peers":
+            p.add_argument("--tools", default="vllm-bench,aiperf-cohere,aiperf-tei", help="comma-separated")
+            p.add_argument("--docs", type=int, default=16, help="documents per request")
+            p.add_argument(
+                "--doc-tokens", type=int, default=128, help="vllm-bench: --random-input-len; aiperf: each passage"
+            )
+            p.add_argument("--query-tokens", type=int, default=64, help="aiperf: the query's tokens")
+            p.add_argument("--aiperf", default=str(Path(__file__).resolve().parent.parent / ".venv-aiperf/bin/aiperf"))
         if name == "soak":
             p.add_argument("--minutes", type=float, default=20)
             p.add_argument("--window-minutes", type=float, default=15, help="judge growth over the last ... minutes")
@@ -229,6 +272,8 @@ def main() -> None:
         long_documents(args)
     elif args.command == "cache":
         cache(args)
+    elif args.command == "peers":
+        peers(args)
     elif args.command == "soak":
         summary = soak(args)
         print(json.dumps(summary, indent=2))

@@ -132,3 +132,37 @@ def cache_report(rounds: dict[tuple[str, str], list[Result]], hit_ratios: dict[s
     if args.json:
         Path(args.json).write_text(json.dumps({"workloads": out, "args": vars(args)}, indent=2))
     return out
+
+
+def peers_report(runs: list, args: argparse.Namespace) -> dict:
+    """Per tool: each round's ours/vLLM ratio of requests/s and of p50 latency, their medians and
+    lowest; every run and the exact command lines in --json."""
+    import statistics
+
+    summary: dict = {"tools": {}, "runs": [vars(r) for r in runs]}
+    for tool in dict.fromkeys(r.tool for r in runs):
+        by_round = {}
+        for run in (r for r in runs if r.tool == tool):
+            by_round.setdefault(run.round, {})[run.server] = run
+        rows = [pair for pair in by_round.values() if {"ours", "vllm"} <= set(pair)]
+        if not rows:
+            ours = [r.requests_per_s for r in runs if r.tool == tool]
+            summary["tools"][tool] = {"ours_requests_per_s": ours}
+            print(f"{tool}: ours alone, requests/s per round {', '.join(f'{x:.2f}' for x in ours)}")
+            continue
+        ratios = [p["ours"].requests_per_s / p["vllm"].requests_per_s for p in rows]
+        p50 = [p["ours"].p50_ms / p["vllm"].p50_ms for p in rows]
+        summary["tools"][tool] = {
+            "requests_per_s_ratio": ratios,
+            "median": statistics.median(ratios),
+            "lowest": min(ratios),
+            "p50_ratio": p50,
+            "failed": sum(p["ours"].failed + p["vllm"].failed for p in rows),
+        }
+        print(
+            f"{tool}: ours/vLLM requests/s median {statistics.median(ratios):.2f}x (rounds "
+            f"{', '.join(f'{x:.2f}' for x in ratios)}), p50 {statistics.median(p50):.2f}x"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    return summary
