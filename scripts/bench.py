@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # rerank_bench, beside
 
 from rerank_bench import peers as peer_tools  # noqa: E402
 from rerank_bench import workloads  # noqa: E402
-from rerank_bench.load import Result, run_load, score_cache_counters  # noqa: E402
+from rerank_bench.load import Result, cpu_by_kind, run_load, score_cache_counters  # noqa: E402
 from rerank_bench.report import cache_report, long_report, peers_report, report  # noqa: E402
 from rerank_bench.servers import OtlpSink, check_same_scores, start_servers, stop  # noqa: E402
 from rerank_bench.soak import run as soak  # noqa: E402
@@ -165,15 +165,28 @@ def peers(args: argparse.Namespace) -> dict:
                     for tag in order:
                         if tool == "aiperf-tei" and tag == "vllm":
                             continue  # vLLM's server does not take TEI's shape
-                        url, seed = servers[tag][1], args.seed + 1000 * r
+                        # per round and tool a seed of its own, the same for both servers: no tool's documents
+                        # repeat another's (this server's score cache would answer them)
+                        (proc, url), seed = servers[tag], args.seed + 1000 * r + tools.index(tool)
+                        profile = None
+                        if args.profile and r == 1 and tool == "vllm-bench":
+                            profile = peer_tools.Profile(proc.pid, Path(args.profile) / f"{tag}.raw.txt")
+                        before = cpu_by_kind(proc.pid)
                         if tool == "vllm-bench":
                             run = peer_tools.vllm_bench(tag, url, args, r, seed, workdir)
                         else:
                             endpoint = {"aiperf-cohere": "cohere_rankings", "aiperf-tei": "hf_tei_rankings"}[tool]
                             run = peer_tools.aiperf(tag, url, endpoint, args, r, seed, workdir)
+                        after = cpu_by_kind(proc.pid)
+                        if before and after:
+                            run.cpu_ms_per_request = {
+                                kind: round(1000 * (after[kind] - before[kind]) / args.requests, 2) for kind in after
+                            }
+                        if profile is not None:
+                            print(profile.stop(), flush=True)
                         print(f"round {r} {tool} {tag}: {run.requests_per_s:.2f} req/s p50 {run.p50_ms:.0f} ms "
-                              f"failed {run.failed}", flush=True)  # fmt: skip
-                        if r > 0:
+                              f"failed {run.failed} CPU ms/request {run.cpu_ms_per_request}", flush=True)  # fmt: skip
+                        if r > 0 and profile is None:  # the warm-up and a profiled run are not measurements
                             runs.append(run)
         finally:
             stop(servers)
@@ -243,6 +256,9 @@ def main() -> None:
                 "--doc-tokens", type=int, default=128, help="vllm-bench: --random-input-len; aiperf: each passage"
             )
             p.add_argument("--query-tokens", type=int, default=64, help="aiperf: the query's tokens")
+            p.add_argument(
+                "--profile", help="a directory: py-spy samples each server's processes in round 1's vllm-bench"
+            )
             p.add_argument("--aiperf", default=str(Path(__file__).resolve().parent.parent / ".venv-aiperf/bin/aiperf"))
         if name == "soak":
             p.add_argument("--minutes", type=float, default=20)

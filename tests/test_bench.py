@@ -99,3 +99,36 @@ def test_soak_judges_growth_over_the_window_and_every_failure() -> None:
         failing = soak_with(lambda t: 800)
         failing.outcomes[("tei", outcome)] += 1
         assert not summarize(failing, window_s=900, max_growth=0.05)["passed"], outcome
+
+
+def test_the_peers_report_pairs_each_rounds_servers(tmp_path) -> None:  # noqa: ANN001
+    import argparse
+
+    from rerank_bench.peers import PeerRun
+    from rerank_bench.report import peers_report
+
+    def run(server: str, round_: int, rps: float, p50: float) -> PeerRun:
+        return PeerRun("vllm-bench", server, round_, rps, rps * 16, p50, 2 * p50, 0, "cmd", {"api": 1.0})
+
+    runs = [run("vllm", 1, 10, 100), run("ours", 1, 12, 80), run("vllm", 2, 10, 100), run("ours", 2, 9, 110)]
+    runs.append(PeerRun("aiperf-tei", "ours", 1, 5.0, 80.0, 50, 90, 0, "cmd"))
+    summary = peers_report(runs, argparse.Namespace(json=str(tmp_path / "peers.json")))
+    bench = summary["tools"]["vllm-bench"]
+    assert bench["requests_per_s_ratio"] == [1.2, 0.9] and bench["lowest"] == 0.9 and bench["p50_ratio"] == [0.8, 1.1]
+    assert summary["tools"]["aiperf-tei"] == {"ours_requests_per_s": [5.0]}  # no vLLM side: ours alone
+    assert (tmp_path / "peers.json").exists()
+
+
+def test_a_profile_is_summed_per_innermost_process(tmp_path) -> None:  # noqa: ANN001
+    from rerank_bench.peers import summarize_profile
+
+    raw = tmp_path / "ours.raw.txt"
+    raw.write_text(
+        'process 1:"python -m server";encode (tiktoken/core.py:127) 30\n'
+        'process 1:"python -m server";process 2:"VLLM::EngineCore";sched_yield (vllm/distributed/utils.py:46) 60\n'
+        'process 1:"python -m server";select (selectors.py:468) 10\n'
+        "\n"
+    )
+    summary = summarize_profile(raw)
+    assert summary.splitlines()[0] == 'process 2:"VLLM::EngineCore": 60 samples'
+    assert "   75.0%  encode (tiktoken/core.py:127)" in summary.splitlines()

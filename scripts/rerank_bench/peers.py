@@ -39,6 +39,7 @@ class PeerRun:
     p99_ms: float
     failed: int
     command: str
+    cpu_ms_per_request: dict[str, float] | None = None  # each process kind's CPU time (load.py's kinds)
 
 
 def vllm_bench_command(url: str, args: argparse.Namespace, seed: int, out: Path) -> list[str]:
@@ -92,7 +93,8 @@ def aiperf(
     throughput = data["request_throughput"]["avg"]
     failed = int(data.get("error_request_count", {}).get("avg", 0) or 0)
     return PeerRun(
-        f"aiperf-{endpoint_type.split('_')[0]}", tag, round_, throughput, throughput * args.docs,
+        {"cohere_rankings": "aiperf-cohere", "hf_tei_rankings": "aiperf-tei"}[endpoint_type],
+        tag, round_, throughput, throughput * args.docs,
         latency["p50"], latency["p99"], failed, printable(command),
     )  # fmt: skip
 
@@ -113,3 +115,48 @@ def printable(command: list[str]) -> str:
 
 def as_rows(runs: list[PeerRun]) -> list[dict]:
     return [asdict(r) for r in runs]
+
+
+class Profile:
+    """py-spy sampling a server's whole process tree (API process, engine core, worker) while a run
+    goes on: raw collapsed stacks, and each process's functions by their own (self) samples."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.out = out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["py-spy", "record", "--pid", str(pid), "--subprocesses", "--rate", "100", "--format", "raw",
+             "--output", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def stop(self, top: int = 25) -> str:
+        import signal
+
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(60)
+        return summarize_profile(self.out, top)
+
+
+def summarize_profile(out: Path, top: int = 25) -> str:
+    """Each process's functions by their own (self) samples, from py-spy's raw collapsed stacks
+    (with --subprocesses each stack names its processes, outermost first)."""
+    from collections import Counter
+
+    by_process: dict[str, Counter[str]] = {}
+    totals: Counter[str] = Counter()
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        process = next((f for f in reversed(frames) if f.startswith("process ")), "process")  # the innermost
+        by_process.setdefault(process, Counter())[frames[-1]] += int(count)
+        totals[process] += int(count)
+    lines = []
+    for process, counter in sorted(by_process.items(), key=lambda kv: -totals[kv[0]]):
+        lines.append(f"{process[:120]}: {totals[process]} samples")
+        lines += [f"  {n / totals[process]:6.1%}  {frame[:150]}" for frame, n in counter.most_common(top)]
+    summary = "\n".join(lines)
+    out.with_suffix(".top.txt").write_text(summary + "\n")
+    return summary

@@ -150,6 +150,13 @@ def peers_report(runs: list, args: argparse.Namespace) -> dict:
             summary["tools"][tool] = {"ours_requests_per_s": ours}
             print(f"{tool}: ours alone, requests/s per round {', '.join(f'{x:.2f}' for x in ours)}")
             continue
+        for server in ("vllm", "ours"):
+            cpu = [p[server].cpu_ms_per_request for p in rows if p[server].cpu_ms_per_request]
+            if cpu:
+                median_cpu = {kind: statistics.median(c[kind] for c in cpu) for kind in cpu[0]}
+                summary.setdefault("cpu_ms_per_request", {}).setdefault(tool, {})[server] = median_cpu
+                shown = ", ".join(f"{kind} {ms:.1f}" for kind, ms in median_cpu.items() if ms)
+                print(f"{tool} {server}: CPU ms per request (median over rounds): {shown}")
         ratios = [p["ours"].requests_per_s / p["vllm"].requests_per_s for p in rows]
         p50 = [p["ours"].p50_ms / p["vllm"].p50_ms for p in rows]
         summary["tools"][tool] = {
