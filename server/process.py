@@ -20,8 +20,9 @@ import uvicorn
 
 from server.app import create_app
 from server.cluster import Cluster
-from server.engine import EngineClient, open_engine
+from server.engine import EngineClient, VllmEngine, open_engine
 from server.engine_processes import WATCHDOG_INTERVAL_S, end_process_now, watch_engine_start
+from server.serving import RerankService
 from server.settings import Settings
 from server.shutdown import DrainingServer
 
@@ -71,47 +72,54 @@ async def serve(
             timeout_keep_alive=30,
         ),
     )
-    exit_code = 0
-
-    async def engine_lifetime() -> None:
-        nonlocal exit_code
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                watch = asyncio.create_task(watch_engine_start())
-                try:
-                    async with asyncio.timeout(settings.startup_timeout):
-                        engine = await stack.enter_async_context(open_engine(settings, client))
-                        await service.start(engine)
-                except TimeoutError:
-                    logger.error(
-                        "the engine was not ready within --startup-timeout=%gs (model download, load or warm-up "
-                        "hung or is too slow; see the vLLM lines above); exiting so that the process can be restarted",
-                        settings.startup_timeout,
-                    )
-                    end_process_now(1)
-                finally:
-                    watch.cancel()
-                while not engine.is_dead:
-                    await asyncio.sleep(WATCHDOG_INTERVAL_S)
-                service.mark_dead()
-                logger.error("the vLLM engine died; exiting so that the process can be restarted")
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("the vLLM engine failed")
-            service.mark_dead()
-        exit_code = 1
-        server.should_exit = True
-
-    engine_task = asyncio.create_task(engine_lifetime())
+    engine_task = asyncio.create_task(run_engine(settings, client, service))
+    engine_task.add_done_callback(lambda _: setattr(server, "should_exit", True))  # an engine that ended stops it
     await server.serve(sockets=[sock] if sock is not None else None)
+    exit_code = 1 if engine_task.done() and not engine_task.cancelled() else 0  # the engine ended it: restart
     await service.close()
     await asyncio.to_thread(app.state.tracing.shutdown)  # the last spans (bounded, if a collector is gone)
     if not engine_task.done():
         engine_task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await engine_task
-        except asyncio.CancelledError:
-            pass
     logger.info("server stopped (exit code %d)", exit_code)
     return exit_code
+
+
+async def run_engine(settings: Settings, client: EngineClient | None, service: RerankService) -> None:
+    """Start the engine, hand it to the service, then watch it. Returns once it has died or failed
+    (the process must then exit 1); cancelled at shutdown, it closes the engine."""
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            engine = await start_engine(settings, client, service, stack)
+            while not engine.is_dead:
+                await asyncio.sleep(WATCHDOG_INTERVAL_S)
+            service.mark_dead()
+            logger.error("the vLLM engine died; exiting so that the process can be restarted")
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("the vLLM engine failed")
+        service.mark_dead()
+
+
+async def start_engine(
+    settings: Settings, client: EngineClient | None, service: RerankService, stack: contextlib.AsyncExitStack
+) -> VllmEngine:
+    """The engine open (closed with `stack`) and warmed up within --startup-timeout, a watchdog on its
+    processes meanwhile; past the deadline the process ends at once (a hung load cannot be cancelled)."""
+    watch = asyncio.create_task(watch_engine_start())
+    try:
+        async with asyncio.timeout(settings.startup_timeout):
+            engine = await stack.enter_async_context(open_engine(settings, client))
+            await service.start(engine)
+            return engine
+    except TimeoutError:
+        logger.error(
+            "the engine was not ready within --startup-timeout=%gs (model download, load or warm-up "
+            "hung or is too slow; see the vLLM lines above); exiting so that the process can be restarted",
+            settings.startup_timeout,
+        )
+        end_process_now(1)
+    finally:
+        watch.cancel()
