@@ -131,7 +131,7 @@ class RerankUsage(BaseModel):
 
     prompt_tokens: int = Field(description="tokens of every prompt scored for this request (windows included)")
     total_tokens: int = Field(description="the same (nothing is generated)")
-    cached_tokens: int = Field(description="of the prompts the engine scored: tokens read from vLLM's prefix cache")
+    cached_tokens: int = Field(description="of the pairs the engine scored: tokens read from vLLM's prefix cache")
     score_cache_hits: int = Field(
         description="pairs answered from the score cache, not the engine (a chunked document's windows each count)"
     )
