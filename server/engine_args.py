@@ -54,9 +54,8 @@ def engine_identity(dtype: str) -> bytes:
     import platform
 
     import vllm
-    from vllm.platforms import current_platform
 
-    if current_platform.is_cpu():
+    if on_cpu():
         flags = ("avx512f", "avx512_bf16", "amx_bf16", "asimd", "sve")
         found: set[str] = set()
         model = platform.processor()
@@ -69,6 +68,8 @@ def engine_identity(dtype: str) -> bytes:
                     model = value.strip()
         device = f"cpu {platform.machine()} {model} {' '.join(sorted(found))}"
     else:
+        from vllm.platforms import current_platform
+
         device = f"{current_platform.device_name} {current_platform.get_device_name()}"
     return f"vllm {vllm.__version__}; {device}; {dtype}".encode()
 
