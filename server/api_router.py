@@ -172,8 +172,8 @@ async def ready(request: Request) -> Response:
 
 @router.get("/v1/models", response_model=ModelList, summary="The served model")
 async def models(request: Request) -> Response:
-    settings = request.app.state.settings
-    card = ModelCard(id=settings.served_model_name, max_model_len=settings.max_model_len)
+    service: RerankService = request.app.state.service
+    card = ModelCard(id=service.settings.served_model_name, max_model_len=service.max_model_len)
     return json_response(ModelList(data=[card]).model_dump())
 
 
@@ -186,7 +186,7 @@ async def info(request: Request) -> Response:
         model_sha=service.model_sha,
         model_dtype=service.model_dtype or settings.dtype,
         max_concurrent_requests=settings.max_pairs_in_flight,
-        max_input_length=settings.max_model_len,
+        max_input_length=service.max_model_len,
         max_batch_tokens=max_batch_tokens(settings),
         max_client_batch_size=settings.max_documents,
         tokenization_workers=api_processes(settings),

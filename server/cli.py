@@ -93,6 +93,16 @@ def check_model(model: str) -> None:
         )
 
 
+def check_model_kind(settings: Settings) -> None:
+    """The model's config says it is a reranker this server serves (or --model-kind does)."""
+    from server.model_kind import model_info
+
+    try:
+        model_info(settings)
+    except Exception as exc:  # an unknown kind, or a config.json that cannot be read
+        refuse(f"model {settings.model}: {exc}")
+
+
 def listen(settings: Settings) -> socket.socket:
     from server.process import bind_socket
 
@@ -113,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(CONFIG_ERROR_EXIT) from None
     check_log_file(settings.log_file)
     check_model(settings.model)
+    check_model_kind(settings)
     sock = listen(settings)
     from server.engine_args import api_processes
     from server.log import setup_logging

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from server.engine_args import engine_args, on_cpu, set_cpu_threads_bind
+from server.model_kind import model_info
 from server.rerank_job import sigmoid
 from server.settings import Settings
 
@@ -29,7 +30,7 @@ logger = logging.getLogger("server.engine")
 
 @dataclass(frozen=True)
 class Scores:
-    logits: list[float]  # per prompt: the yes logit minus the no logit (the classifier's raw output)
+    logits: list[float]  # per prompt: the classifier's raw output (Qwen3-Reranker: the yes logit minus the no logit)
     cached_tokens: int
 
     @property
@@ -45,7 +46,11 @@ class Engine(Protocol):
     def is_dead(self) -> bool: ...
 
     async def score(
-        self, prompts: Sequence[list[int]], request_id: str, priorities: Sequence[int] | None = None
+        self,
+        prompts: Sequence[list[int]],
+        request_id: str,
+        priorities: Sequence[int] | None = None,
+        second_segment: int | None = None,
     ) -> Scores: ...
 
 
@@ -96,18 +101,27 @@ class VllmEngine:
         return self._params
 
     async def score(
-        self, prompts: Sequence[list[int]], request_id: str, priorities: Sequence[int] | None = None
+        self,
+        prompts: Sequence[list[int]],
+        request_id: str,
+        priorities: Sequence[int] | None = None,
+        second_segment: int | None = None,
     ) -> Scores:
         """Score all prompts; cancelling this coroutine aborts every pair still in the engine.
 
         priorities: the engine schedules a lower value first (equal ones in arrival order); all 0
-        by default.
+        by default. second_segment: a cross-encoder's token type 1 starts at this position of every
+        prompt (BERT's segment B: the document); vLLM passes it to the model as it does for its own
+        score API.
         """
         if not prompts:
             return Scores([], 0)
         from vllm.v1.engine import EngineCoreRequest
 
         params = await self.pooling_params()
+        if second_segment is not None:
+            params = params.clone()
+            params.extra_kwargs = {**(params.extra_kwargs or {}), "compressed_token_type_ids": second_segment}
         llm, queues, results = self.llm, [], []
         arrival = time.time()
         try:
@@ -188,11 +202,13 @@ async def open_engine(settings: Settings, client: EngineClient | None = None) ->
     """Start vLLM for `settings` (or connect to the supervisor's engine core), yield it, and shut
     it down on exit."""
     set_cpu_threads_bind(settings)
-    args = engine_args(settings)
+    info = await asyncio.to_thread(model_info, settings)
+    args = engine_args(settings, info)
     if client is None:
         logger.info(
-            "starting vLLM: model=%s dtype=%s max_model_len=%d prefix_caching=%s device=%s",
+            "starting vLLM: model=%s kind=%s dtype=%s max_model_len=%d prefix_caching=%s device=%s",
             args.model,
+            info.kind,
             args.dtype,
             args.max_model_len,
             args.enable_prefix_caching,

@@ -24,6 +24,7 @@ import contextlib
 import os
 from typing import TYPE_CHECKING, Any
 
+from server.model_kind import ModelInfo, ModelKind
 from server.settings import Settings
 
 if TYPE_CHECKING:
@@ -96,17 +97,20 @@ def max_batch_tokens(settings: Settings) -> int:
     return settings.max_num_batched_tokens or max(RERANK_MAX_NUM_BATCHED_TOKENS, settings.max_model_len)
 
 
-def engine_args(settings: Settings) -> AsyncEngineArgs:
+def engine_args(settings: Settings, info: ModelInfo) -> AsyncEngineArgs:
+    """vLLM's arguments for the model of kind `info` (server/model_kind.py): the original
+    Qwen3-Reranker gets the overrides that make its yes/no head a classifier; a sequence classifier
+    or cross-encoder runs its own head."""
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     kwargs: dict[str, Any] = dict(
         model=settings.model,
         served_model_name=settings.served_model_name,
         runner="pooling",
-        hf_overrides=QWEN3_RERANKER_HF_OVERRIDES,
         dtype=settings.dtype,
-        max_model_len=settings.max_model_len,
-        enable_prefix_caching=settings.enable_prefix_caching,
+        max_model_len=info.max_model_len(settings.max_model_len),
+        # An encoder attends both ways (a prefix's keys depend on what follows): nothing to share.
+        enable_prefix_caching=settings.enable_prefix_caching and info.kind is not ModelKind.CROSS_ENCODER,
         enforce_eager=settings.enforce_eager,
         # vLLM's stats path costs the API process CPU for every pair (docs/performance.md).
         disable_log_stats=not settings.vllm_metrics,
@@ -114,6 +118,8 @@ def engine_args(settings: Settings) -> AsyncEngineArgs:
         # after its first get lower ones, so that short requests do not wait behind them.
         scheduling_policy="priority",
     )
+    if info.kind is ModelKind.QWEN3_RERANKER:
+        kwargs["hf_overrides"] = QWEN3_RERANKER_HF_OVERRIDES
     kwargs["max_num_batched_tokens"] = max_batch_tokens(settings)
     if settings.block_size is not None:
         kwargs["block_size"] = settings.block_size

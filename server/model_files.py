@@ -1,12 +1,14 @@
 """What is known of the served model's files without loading them: the hub revision they came from,
-and an identity that changes whenever the weights do."""
+an identity that changes whenever the weights do, and its config."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -98,3 +100,17 @@ def weights_identity(model: str) -> bytes:
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
     return digest.digest()
+
+
+def read_config(model: str) -> dict[str, Any]:
+    """The model's config.json: in `model` itself, or the hub's copy (cached, or fetched as vLLM would)."""
+    path = Path(model) / "config.json"
+    if not path.is_file():
+        from huggingface_hub import hf_hub_download
+
+        path = Path(hf_hub_download(model, "config.json"))
+    with open(path) as f:
+        config = json.load(f)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return config

@@ -66,6 +66,7 @@ class Prompts:
     truncated: list[bool]  # per document: some of it is not scored
     windows: list[list[Window]] | None = None  # chunked: each document's windows, in prompt order
     doc_budget: int | None = None  # truncate: the most tokens of a document that are scored
+    second_segment: int | None = None  # a cross-encoder's: where token type 1 starts in every prompt
 
     @property
     def num_tokens(self) -> int:
@@ -109,42 +110,40 @@ def window_spans(
         first = following
 
 
-class PromptBuilder:
-    """Builds the card's prompt as token ids; prefix and suffix are tokenized once."""
+@dataclass(frozen=True)
+class Frame:
+    """What every prompt of one request has around a document's tokens, and how many of those fit."""
 
-    def __init__(self, tokenizer: Tokenizer, max_model_len: int, fast: bool = True) -> None:
+    start: list[int]
+    end: list[int]
+    doc_budget: int
+    second_segment: int | None = None  # where token type 1 starts (a cross-encoder's segment B)
+
+
+class BasePromptBuilder:
+    """Prompts of (query, document) pairs as token ids: the request's `Frame` around each document's
+    tokens (or each window's). Only a document's own tokens are cut, on a token boundary; the
+    subclass says what the frame is and how a document is written before it is tokenized."""
+
+    doc_template = "{document}"  # the document's text as tokenized
+    takes_instruction = True
+
+    def __init__(self, tokenizer: Tokenizer, max_model_len: int) -> None:
         self.tokenizer = tokenizer
-        # Documents through tiktoken where that gives the same ids (server/fast_tokenizer.py).
-        self.fast = FastEncoder.from_tokenizer(tokenizer) if fast else None
         self.max_model_len = max_model_len
-        self.prefix_ids: list[int] = tokenizer.encode(PREFIX, add_special_tokens=False)
-        self.suffix_ids: list[int] = tokenizer.encode(SUFFIX, add_special_tokens=False)
-        # The card's budget for BODY tokens.
-        self.body_budget = max_model_len - len(self.prefix_ids) - len(self.suffix_ids)
-        if self.body_budget < 2:
-            raise ValueError(f"max_model_len={max_model_len} is too small for the reranker prompt")
+        self.fast: FastEncoder | None = None
 
-    def head_ids(self, query: str, instruction: str | None) -> list[int]:
-        head = HEAD_TEMPLATE.format(instruction=instruction or DEFAULT_INSTRUCTION, query=query)
-        return self.tokenizer.encode(head, add_special_tokens=False)
+    def frame(self, query: str, instruction: str | None) -> Frame:
+        raise NotImplementedError
 
-    def _start_and_budget(
-        self, query: str, instruction: str | None, max_tokens_per_doc: int | None
-    ) -> tuple[list[int], int]:
-        """The ids every prompt of the request starts with, and the most document tokens after them."""
-        head = self.head_ids(query, instruction)
-        doc_budget = self.body_budget - len(head)
-        if doc_budget < 1:
-            raise QueryTooLongError(
-                f"the query and instruction take {len(head)} tokens, leaving no room for a document "
-                f"within max_model_len={self.max_model_len} (at most {self.body_budget - 1} tokens "
-                f"for instruction and query); shorten the query"
-            )
-        if max_tokens_per_doc is not None:
-            doc_budget = min(doc_budget, max_tokens_per_doc)
-        return self.prefix_ids + head, doc_budget
+    def _frame(self, query: str, instruction: str | None, max_tokens_per_doc: int | None) -> Frame:
+        frame = self.frame(query, instruction)
+        if max_tokens_per_doc is not None and max_tokens_per_doc < frame.doc_budget:
+            return Frame(frame.start, frame.end, max_tokens_per_doc, frame.second_segment)
+        return frame
 
     def encode_documents(self, texts: list[str]) -> list[list[int]]:
+        texts = [self.doc_template.format(document=t) for t in texts]
         if self.fast is not None:
             return self.fast.encode_batch(texts)
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
@@ -161,15 +160,17 @@ class PromptBuilder:
         or with truncation_direction "left" its beginning (its last tokens are kept). Only the
         document's own tokens are cut, on a token boundary: never the prefix, instruction, query or
         suffix."""
-        start, doc_budget = self._start_and_budget(query, instruction, max_tokens_per_doc)
+        frame = self._frame(query, instruction, max_tokens_per_doc)
+        start, end, budget = frame.start, frame.end, frame.doc_budget
         if not documents:
-            return Prompts([], [], doc_budget=doc_budget)
-        encoded = self.encode_documents([DOC_TEMPLATE.format(document=d) for d in documents])
+            return Prompts([], [], doc_budget=budget, second_segment=frame.second_segment)
+        encoded = self.encode_documents(documents)
         if truncation_direction == "left":
-            token_ids = [start + doc[max(0, len(doc) - doc_budget) :] + self.suffix_ids for doc in encoded]
+            token_ids = [start + doc[max(0, len(doc) - budget) :] + end for doc in encoded]
         else:
-            token_ids = [start + doc[:doc_budget] + self.suffix_ids for doc in encoded]
-        return Prompts(token_ids, [len(doc) > doc_budget for doc in encoded], doc_budget=doc_budget)
+            token_ids = [start + doc[:budget] + end for doc in encoded]
+        truncated = [len(doc) > budget for doc in encoded]
+        return Prompts(token_ids, truncated, doc_budget=budget, second_segment=frame.second_segment)
 
     def build_chunked(
         self,
@@ -186,30 +187,63 @@ class PromptBuilder:
         max_tokens_per_doc: window length (default and at most: the budget the prompt leaves for the
         document); overlap_tokens: default 1/8 of the window, at most half of it.
         """
-        start, length = self._start_and_budget(query, instruction, max_tokens_per_doc)
+        frame = self._frame(query, instruction, max_tokens_per_doc)
+        length = frame.doc_budget
         overlap = min(length // 8 if overlap_tokens is None else overlap_tokens, length // 2)
         if not documents:
-            return Prompts([], [], [])
-        encoded = self.tokenizer(
-            [DOC_TEMPLATE.format(document=d) for d in documents], add_special_tokens=False, return_offsets_mapping=True
-        )
+            return Prompts([], [], [], second_segment=frame.second_segment)
+        texts = [self.doc_template.format(document=d) for d in documents]
+        encoded = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        shift = self.doc_template.index("{document}")  # characters before the document in its template
         token_ids: list[list[int]] = []
         windows: list[list[Window]] = []
         truncated: list[bool] = []
         for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
             spans = window_spans(offsets, length, overlap, max_chunks)
-            # Offsets count DOC_TEMPLATE's leading space: one less is the offset in the document.
             doc_windows = [
-                Window(first, end, max(0, offsets[first][0] - 1), max(0, offsets[end - 1][1] - 1))
+                Window(first, end, max(0, offsets[first][0] - shift), max(0, offsets[end - 1][1] - shift))
                 for first, end in spans
             ]
-            token_ids += [start + ids[w.first_token : w.end_token] + self.suffix_ids for w in doc_windows]
+            token_ids += [frame.start + ids[w.first_token : w.end_token] + frame.end for w in doc_windows]
             windows.append(doc_windows)
             truncated.append(spans[-1][1] < len(ids))
-        return Prompts(token_ids, truncated, windows)
+        return Prompts(token_ids, truncated, windows, second_segment=frame.second_segment)
 
 
-def prompts_for(builder: PromptBuilder, job: RerankJob, settings: Settings) -> Prompts:
+class PromptBuilder(BasePromptBuilder):
+    """The card's prompt as token ids (Qwen3-Reranker, original or converted to a sequence
+    classifier); prefix and suffix are tokenized once."""
+
+    doc_template = DOC_TEMPLATE
+
+    def __init__(self, tokenizer: Tokenizer, max_model_len: int, fast: bool = True) -> None:
+        super().__init__(tokenizer, max_model_len)
+        # Documents through tiktoken where that gives the same ids (server/fast_tokenizer.py).
+        self.fast = FastEncoder.from_tokenizer(tokenizer) if fast else None
+        self.prefix_ids: list[int] = tokenizer.encode(PREFIX, add_special_tokens=False)
+        self.suffix_ids: list[int] = tokenizer.encode(SUFFIX, add_special_tokens=False)
+        # The card's budget for BODY tokens.
+        self.body_budget = max_model_len - len(self.prefix_ids) - len(self.suffix_ids)
+        if self.body_budget < 2:
+            raise ValueError(f"max_model_len={max_model_len} is too small for the reranker prompt")
+
+    def head_ids(self, query: str, instruction: str | None) -> list[int]:
+        head = HEAD_TEMPLATE.format(instruction=instruction or DEFAULT_INSTRUCTION, query=query)
+        return self.tokenizer.encode(head, add_special_tokens=False)
+
+    def frame(self, query: str, instruction: str | None) -> Frame:
+        head = self.head_ids(query, instruction)
+        doc_budget = self.body_budget - len(head)
+        if doc_budget < 1:
+            raise QueryTooLongError(
+                f"the query and instruction take {len(head)} tokens, leaving no room for a document "
+                f"within max_model_len={self.max_model_len} (at most {self.body_budget - 1} tokens "
+                f"for instruction and query); shorten the query"
+            )
+        return Frame(self.prefix_ids + head, self.suffix_ids, doc_budget)
+
+
+def prompts_for(builder: BasePromptBuilder, job: RerankJob, settings: Settings) -> Prompts:
     """The job's prompts under its long-document strategy: the request's, or the server's default
     (chunk when only max_chunks_per_doc is sent, as Cohere's v1 SDK does)."""
     strategy = job.long_document_strategy

@@ -44,15 +44,16 @@ class Ranking:
     """Every document's score, best first."""
 
     order: list[int]  # document indices, highest score first (ties: lower index first)
-    logits: list[float]  # per document (in request order): the yes logit minus the no logit
+    logits: list[float]  # per document (in request order): the classifier's logit (Qwen3: yes minus no)
     passages: list[Passage | None]  # per document: its best window, if it was chunked into several
     prompt_tokens: int = 0  # every prompt's tokens (windows included), the score cache's hits too
     cached_tokens: int = 0  # of the prompts the engine scored: tokens read from vLLM's prefix cache
     score_cache_hits: int = 0  # pairs answered from the score cache (or an identical one in flight)
+    identity_activation: bool = False  # the model's score is its logit (a cross-encoder's config can say so)
     scores: list[float] = field(init=False)  # per document: the probability of "yes", sigmoid(logit)
 
     def __post_init__(self) -> None:
-        self.scores = [sigmoid(x) for x in self.logits]
+        self.scores = list(self.logits) if self.identity_activation else [sigmoid(x) for x in self.logits]
 
     def top(self, n: int | None) -> list[int]:
         return self.order if n is None else self.order[:n]

@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
+from server.settings import Settings
 from server.tracing import NO_TRACING, Tracing
 
 logger = logging.getLogger("server.score_cache")
@@ -36,6 +37,20 @@ DOUBLE = struct.Struct("<d")
 
 
 class ScoreCache:
+    @classmethod
+    def from_settings(cls, settings: Settings, identity: bytes, on_error: Callable[[], None]) -> ScoreCache:
+        url = settings.score_cache_url
+        cache = cls(
+            settings.score_cache_size,
+            identity,
+            url.get_secret_value() if url is not None else None,
+            settings.score_cache_ttl,
+            on_error=on_error,
+        )
+        shared = ", shared through Redis" if url is not None else ""
+        logger.info("score cache: %d entries in this process%s", settings.score_cache_size, shared)
+        return cache
+
     def __init__(
         self,
         size: int,

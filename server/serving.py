@@ -11,12 +11,14 @@ import logging
 import time
 
 from server.cluster import Cluster, PairBudget
+from server.cross_encoder import builder_for
 from server.engine import Engine, Scores
 from server.engine_args import engine_identity
 from server.errors import ErrorKind, ServiceError
 from server.metrics import Metrics, RejectReason
 from server.model_files import hub_revision, weights_identity
-from server.prompt import PromptBuilder, Prompts, QueryTooLongError, Tokenizer, best_windows, prompts_for
+from server.model_kind import QWEN3_RERANKER, ModelInfo, model_info
+from server.prompt import BasePromptBuilder, Prompts, QueryTooLongError, Tokenizer, best_windows, prompts_for
 from server.rerank_job import Ranking, RerankJob
 from server.score_cache import ScoreCache, Through, score_through
 from server.settings import Settings
@@ -49,7 +51,8 @@ class RerankService:
         self.tracing = tracing  # off unless an OTLP endpoint is set (server/tracing.py)
         self.cluster = cluster  # the server's other API processes, if it runs several
         self.engine: Engine | None = None
-        self.prompts: PromptBuilder | None = None
+        self.model = QWEN3_RERANKER  # the model's kind and limits, read from its config at start
+        self.prompts: BasePromptBuilder | None = None
         self.warmed_up = False
         self.draining = False  # SIGTERM came: /ready is 503, responses close their connection
         self.pairs = PairBudget(settings.max_pairs_in_flight, cluster.pairs if cluster else None)
@@ -61,6 +64,11 @@ class RerankService:
     def model_dtype(self) -> str | None:
         """The dtype the engine runs the model in (None before it started)."""
         return getattr(self.engine, "dtype", None)
+
+    @property
+    def max_model_len(self) -> int:
+        """The longest prompt: --max-model-len, or the model's own limit if smaller (a cross-encoder's)."""
+        return self.model.max_model_len(self.settings.max_model_len)
 
     @property
     def pairs_in_flight(self) -> int:
@@ -78,11 +86,13 @@ class RerankService:
         with several API processes, only once every one of them has scored its warm-up."""
         return self.can_score and not self.draining and (self.cluster is None or self.cluster.all_ready())
 
-    async def start(self, engine: Engine, tokenizer: Tokenizer | None = None) -> None:
-        """Attach a running engine, score a warm-up request, then report ready."""
+    async def start(self, engine: Engine, tokenizer: Tokenizer | None = None, model: ModelInfo | None = None) -> None:
+        """Attach a running engine, score a warm-up request, then report ready. `model`: the model's
+        kind (default: read from its config, as the engine did)."""
         if tokenizer is None:
             tokenizer = await asyncio.to_thread(load_tokenizer, self.settings.model)
-        self.prompts = PromptBuilder(tokenizer, self.settings.max_model_len)
+        self.model = model or await asyncio.to_thread(model_info, self.settings)
+        self.prompts = builder_for(self.model, tokenizer, self.max_model_len)
         self.model_sha = hub_revision(self.settings.model)
         self.engine = engine
         if self.settings.score_cache_size > 0:
@@ -96,35 +106,24 @@ class RerankService:
             logger.info("warm-up rerank scored in %.2fs", time.perf_counter() - started)
             return
         logger.info(
-            "Engine started. model=%s warm-up rerank scored in %.2fs; ready on /v1/rerank",
+            "Engine started. model=%s kind=%s warm-up rerank scored in %.2fs; ready on /v1/rerank",
             self.settings.served_model_name,
+            self.model.kind,
             time.perf_counter() - started,
         )
 
     def _make_score_cache(self) -> ScoreCache | None:
-        """The score cache, keyed on the weights' identity and what computes with them (vLLM's release,
-        the device kind, the dtype the engine runs: server/engine_args.py `engine_identity`)."""
+        """The score cache, keyed on the weights' identity, what computes with them (vLLM's release,
+        the device kind, the dtype the engine runs: server/engine_args.py `engine_identity`) and the kind."""
         started = time.perf_counter()
         try:
             weights = weights_identity(self.settings.model)
         except OSError as exc:
             logger.warning("score cache off: the model's files cannot be read to identify them (%s)", exc)
             return None
-        url = self.settings.score_cache_url
-        cache = ScoreCache(
-            self.settings.score_cache_size,
-            weights + engine_identity(self.model_dtype or self.settings.dtype),
-            url.get_secret_value() if url is not None else None,
-            self.settings.score_cache_ttl,
-            on_error=self.metrics.score_cache_errors.inc,
-        )
-        shared = ", shared through Redis" if url is not None else ""
-        logger.info(
-            "score cache: %d entries in this process%s; identified in %.2fs",
-            self.settings.score_cache_size,
-            shared,
-            time.perf_counter() - started,
-        )
+        identity = weights + engine_identity(self.model_dtype or self.settings.dtype) + self.model.kind.encode()
+        cache = ScoreCache.from_settings(self.settings, identity, on_error=self.metrics.score_cache_errors.inc)
+        logger.info("score cache identified in %.2fs", time.perf_counter() - started)
         return cache
 
     def start_draining(self) -> None:
@@ -179,7 +178,7 @@ class RerankService:
         logits, passages = best_windows(through.logits, prompts.windows)
         order = sorted(range(len(logits)), key=lambda i: -logits[i])
         hits = len(through.logits) - through.engine_pairs
-        return Ranking(order, logits, passages, tokens, cached, score_cache_hits=hits)
+        return Ranking(order, logits, passages, tokens, cached, hits, self.model.identity_activation)
 
     def _check_fits(self, job: RerankJob, prompts: Prompts) -> None:
         """A text refused rather than cut (truncate: false), and a request of more pairs than the engine takes."""
@@ -188,7 +187,7 @@ class RerankService:
             first = prompts.truncated.index(True)
             if prompts.doc_budget is not None:
                 room = f"at most {prompts.doc_budget} of its tokens fit in the prompt (max_model_len="
-                room += f"{self.settings.max_model_len} less the instruction, query and template)"
+                room += f"{self.max_model_len} less the instruction, query and template)"
             else:
                 room = "it needs more windows than max_chunks_per_doc allows"
             raise ServiceError(
@@ -207,11 +206,13 @@ class RerankService:
     async def _logits_through_cache(self, prompts: Prompts, request_id: str, use_score_cache: bool) -> Through:
         """Every pair's logit, and what the engine did for them; through the score cache when there is one."""
         if self.score_cache is None or not use_score_cache:
-            scores = await self._admit_and_score(prompts.token_ids, request_id, prompts.priorities)
+            scores = await self._admit_and_score(
+                prompts.token_ids, request_id, prompts.priorities, prompts.second_segment
+            )
             return Through(scores.logits, len(prompts.token_ids), prompts.num_tokens, scores.cached_tokens)
 
         async def score_in_engine(token_ids: list[list[int]], priorities: list[int] | None) -> tuple[list[float], int]:
-            scores = await self._admit_and_score(token_ids, request_id, priorities)
+            scores = await self._admit_and_score(token_ids, request_id, priorities, prompts.second_segment)
             return scores.logits, scores.cached_tokens
 
         through = await score_through(
@@ -225,6 +226,8 @@ class RerankService:
     def _build_prompts(self, job: RerankJob) -> Prompts:
         """The job's prompts (runs in a worker thread)."""
         assert self.prompts is not None
+        if job.instruction is not None and not self.prompts.takes_instruction:
+            raise ServiceError(ErrorKind.INVALID_REQUEST, f"instruction: a {self.model.kind} takes none; leave it out")
         try:
             return prompts_for(self.prompts, job, self.settings)
         except QueryTooLongError as exc:
@@ -232,7 +235,7 @@ class RerankService:
             raise ServiceError(ErrorKind.INVALID_REQUEST, str(exc)) from None
 
     async def _admit_and_score(
-        self, token_ids: list[list[int]], request_id: str, priorities: list[int] | None
+        self, token_ids: list[list[int]], request_id: str, priorities: list[int] | None, second_segment: int | None
     ) -> Scores:
         """Admission control around the engine call: the pairs count against --max-pairs-in-flight
         while the engine has them, or the request gets 429."""
@@ -253,20 +256,20 @@ class RerankService:
             )
         self.metrics.pairs_in_flight.inc(n)
         try:
-            return await self._score_in_engine(token_ids, request_id, priorities)
+            return await self._score_in_engine(token_ids, request_id, priorities, second_segment)
         finally:
             self.pairs.give_back(n)
             self.metrics.pairs_in_flight.dec(n)
 
     async def _score_in_engine(
-        self, token_ids: list[list[int]], request_id: str, priorities: list[int] | None
+        self, token_ids: list[list[int]], request_id: str, priorities: list[int] | None, second_segment: int | None
     ) -> Scores:
         """engine.score() under --request-timeout; an engine that died turns the server unready."""
         assert self.engine is not None
         try:
             with self.tracing.span("rerank.engine") as span:
                 async with asyncio.timeout(self.settings.request_timeout):
-                    scores = await self.engine.score(token_ids, request_id, priorities)
+                    scores = await self.engine.score(token_ids, request_id, priorities, second_segment)
                 if span is not None:
                     span.set_attributes(
                         {

@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     # --- model and engine -----------------------------------------------------------------
     model: str = Field(DEFAULT_MODEL, description="model path or Hugging Face id")
     served_model_name: str = Field("", description="the name clients send and answers carry (default: --model)")
+    model_kind: Literal["auto", "qwen3-reranker", "qwen3-seq-cls", "cross-encoder"] = Field(
+        "auto",
+        description="what the model is (docs/models.md): auto tells it from its config.json; qwen3-reranker "
+        "(Qwen3ForCausalLM, the original), qwen3-seq-cls (its Qwen3ForSequenceClassification conversion) or "
+        "cross-encoder (an encoder's *ForSequenceClassification: BERT, XLM-RoBERTa, ModernBERT)",
+    )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="auto: the model's dtype on a GPU; on the CPU bfloat16 if supported, else float32"
     )

@@ -39,6 +39,7 @@ from server.engine import EngineClient
 from server.engine_args import engine_args, set_cpu_threads_bind
 from server.engine_processes import end_if_engine_process_lost, end_process_now
 from server.log import setup_logging
+from server.model_kind import model_info
 from server.process import serve
 from server.settings import Settings
 
@@ -134,7 +135,7 @@ class Supervisor:
         sock = self.sock
         listen_address = f"http://{settings.host}:{settings.port}"
         set_cpu_threads_bind(settings)
-        args = engine_args(settings)
+        args = engine_args(settings, model_info(settings))
         args._api_process_count, args._api_process_rank = self.count, -1
         vllm_config = args.create_engine_config(UsageContext.OPENAI_API_SERVER)
         listeners = bind_engine_zmq_listeners(vllm_config, self.count)

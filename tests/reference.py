@@ -64,3 +64,45 @@ class CardReranker:
     def scores_of_ids(self, prompts: list[list[int]]) -> list[float]:
         """The card's score of prompts given as token ids (PREFIX + BODY + SUFFIX each)."""
         return [self.compute_logits({"input_ids": torch.tensor([ids])})[0] for ids in prompts]
+
+
+class SeqClsReranker(CardReranker):
+    """A converted Qwen3-Reranker (Qwen3ForSequenceClassification) as transformers runs it, on the
+    card's prompt: sigmoid of its one logit (what Infinity and TEI compute for such a model)."""
+
+    def __init__(self, model_dir: str, dtype: torch.dtype = torch.float32, max_length: int = 8192) -> None:
+        from transformers import AutoModelForSequenceClassification
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=dtype).eval()
+        self.max_length = max_length
+        self.prefix_tokens = self.tokenizer.encode(PREFIX, add_special_tokens=False)
+        self.suffix_tokens = self.tokenizer.encode(SUFFIX, add_special_tokens=False)
+
+    @torch.no_grad()
+    def compute_logits(self, inputs) -> list[float]:
+        return torch.sigmoid(self.model(**inputs).logits[:, 0]).tolist()
+
+
+class CrossEncoderReference:
+    """sentence-transformers' CrossEncoder.predict for a one-label model, written out: the pair
+    through the tokenizer (truncation=True, i.e. longest_first, at max_length), the model's logit,
+    then sigmoid."""
+
+    def __init__(self, model_dir: str, max_length: int = 512) -> None:
+        from transformers import AutoModelForSequenceClassification
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.max_length = max_length
+
+    @torch.no_grad()
+    def scores(self, query: str, documents: list[str], instruction: str | None = None) -> list[float]:
+        assert instruction is None, "a cross-encoder takes no instruction"
+        out = []
+        for doc in documents:
+            features = self.tokenizer(
+                [[query, doc]], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+            out.append(torch.sigmoid(self.model(**features).logits[0, 0]).item())
+        return out

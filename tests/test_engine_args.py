@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from server.engine_args import engine_args
+from server.engine_args import QWEN3_RERANKER_HF_OVERRIDES, engine_args
+from server.model_kind import QWEN3_RERANKER, ModelInfo, ModelKind
 from server.settings import Settings
 
 
-def args_for(**overrides):
-    return engine_args(Settings(model="models/tiny", **overrides))
+def args_for(model: ModelInfo = QWEN3_RERANKER, **overrides):
+    return engine_args(Settings(model="models/tiny", **overrides), model)
 
 
 def test_rerank_defaults_on_the_cpu():
@@ -18,6 +19,16 @@ def test_rerank_defaults_on_the_cpu():
     assert args.block_size == 32  # vLLM's CPU default of 128 is longer than the shared prefix
     assert args.enable_prefix_caching is True
     assert args.runner == "pooling"
+
+
+def test_each_kind_gets_its_own_head():
+    """The original's yes/no head needs the overrides; a converted classifier or a cross-encoder runs
+    its own; an encoder shares no prefix and takes at most its positions."""
+    assert args_for().hf_overrides == QWEN3_RERANKER_HF_OVERRIDES
+    seq_cls = args_for(ModelInfo(ModelKind.QWEN3_SEQ_CLS, "Qwen3ForSequenceClassification"))
+    assert not seq_cls.hf_overrides and seq_cls.enable_prefix_caching and seq_cls.max_model_len == 8192
+    bert = args_for(ModelInfo(ModelKind.CROSS_ENCODER, "BertForSequenceClassification", max_positions=512))
+    assert (bool(bert.hf_overrides), bert.enable_prefix_caching, bert.max_model_len) == (False, False, 512)
 
 
 def test_step_size_is_never_below_the_longest_prompt():

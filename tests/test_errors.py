@@ -179,7 +179,11 @@ class FlakyEngine:
         return self.real.is_dead
 
     async def score(
-        self, prompts: Sequence[list[int]], request_id: str, priorities: Sequence[int] | None = None
+        self,
+        prompts: Sequence[list[int]],
+        request_id: str,
+        priorities: Sequence[int] | None = None,
+        second_segment: int | None = None,
     ) -> Scores:
         if self.fail:
             raise RuntimeError("secret internal detail")
@@ -212,7 +216,11 @@ class GatedEngine(FlakyEngine):
         self.loop.call_soon_threadsafe(self.gate.set)
 
     async def score(
-        self, prompts: Sequence[list[int]], request_id: str, priorities: Sequence[int] | None = None
+        self,
+        prompts: Sequence[list[int]],
+        request_id: str,
+        priorities: Sequence[int] | None = None,
+        second_segment: int | None = None,
     ) -> Scores:
         if request_id != "warmup":
             self.waiting += 1

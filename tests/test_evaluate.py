@@ -159,7 +159,7 @@ def test_a_server_answering_429_is_retried_to_completion(live_server, engine, tm
     class HeldUntilRefused(CountingEngine):
         """Holds the first request in the engine until the server has refused another one."""
 
-        async def score(self, prompts, request_id, priorities=None):  # noqa: ANN001, ANN201
+        async def score(self, prompts, request_id, priorities=None, second_segment=None):  # noqa: ANN001, ANN201
             if request_id != "warmup" and not getattr(self, "released", False):
                 self.released = True
                 import asyncio
@@ -201,7 +201,7 @@ def test_an_interrupted_run_resumes_without_rescoring(live_server, engine, tmp_p
             self.free, self.calls, self.held = free, 0, 0
             self.released = threading.Event()
 
-        async def score(self, prompts, request_id, priorities=None):  # noqa: ANN001, ANN201
+        async def score(self, prompts, request_id, priorities=None, second_segment=None):  # noqa: ANN001, ANN201
             self.calls += request_id != "warmup"
             if self.calls > self.free and not self.released.is_set():
                 self.held += 1

@@ -41,7 +41,8 @@ def test_windows_cover_the_document_and_offsets_are_exact(builder, tokenizer, te
     prompts = builder.build_chunked(QUERY, [doc], max_tokens_per_doc=max_tokens_per_doc, max_chunks=1000)
     [windows] = prompts.windows
     doc_ids = tokenizer([" " + doc], add_special_tokens=False)["input_ids"][0]
-    start_ids, length = builder._start_and_budget(QUERY, None, max_tokens_per_doc)
+    frame = builder._frame(QUERY, None, max_tokens_per_doc)
+    start_ids, length = frame.start, frame.doc_budget
     overlap = length // 8
     assert len(windows) > 3 and len(prompts.token_ids) == len(windows)
     assert windows[0].first_token == 0 and windows[-1].end_token == len(doc_ids), "the whole document"

@@ -39,7 +39,13 @@ class CountingEngine:
     def dtype(self) -> str | None:
         return self.real.dtype
 
-    async def score(self, prompts: Sequence[list[int]], request_id: str, priorities: Sequence[int] | None = None):  # noqa: ANN201
+    async def score(
+        self,
+        prompts: Sequence[list[int]],
+        request_id: str,
+        priorities: Sequence[int] | None = None,
+        second_segment: int | None = None,
+    ):  # noqa: ANN201
         self.pairs += len(prompts)
         return await self.real.score(prompts, request_id, priorities)
 
