@@ -80,6 +80,14 @@ class RerankClient:
             return f"🟡 Server at {self.server_url} is starting: {error_message(ready)}"
         return f"🟢 Ready: model **{ready.json().get('model', '?')}** at {self.server_url}"
 
+    def models(self) -> list[str]:
+        """The server's models, the default first (none if it cannot be asked)."""
+        try:
+            response = self._request("GET", "/v1/models", timeout=STATUS_TIMEOUT_S)
+            return [card["id"] for card in response.json()["data"]] if response.status_code == 200 else []
+        except (httpx.TransportError, ValueError, KeyError, TypeError):
+            return []
+
     def rerank(
         self,
         query: str,
@@ -87,6 +95,7 @@ class RerankClient:
         instruction: str = "",
         top_n: float | int | None = 0,
         strategy: str = "truncate",
+        model: str | None = None,
     ) -> tuple[list[list[Any]], str]:
         """Rows of (rank, original index, score, document, best passage, where the passage lies)
         and a status message; documents whole (the page shortens them: `table_rows`).
@@ -105,6 +114,8 @@ class RerankClient:
             body["top_n"] = int(top_n)
         if strategy != "truncate":
             body["long_document_strategy"] = strategy
+        if model:
+            body["model"] = model
         try:
             response = self._request("POST", "/v1/rerank", json=body)
         except httpx.TransportError as exc:
@@ -118,7 +129,8 @@ class RerankClient:
             where = passage(document, r)
             rows.append([rank, r["index"], round(r["relevance_score"], 4), document, passage_label(where), where])
         usage = data.get("usage", {})
-        return rows, f"✅ Ranked {len(documents)} documents ({usage.get('prompt_tokens', '?')} tokens)."
+        tokens = usage.get("prompt_tokens", "?")
+        return rows, f"✅ Ranked {len(documents)} documents with **{data.get('model', '?')}** ({tokens} tokens)."
 
 
 def passage(document: str, result: dict[str, Any]) -> dict[str, Any] | None:
@@ -185,13 +197,17 @@ def build_ui(client: RerankClient):  # noqa: ANN201
     import gradio as gr
     import pandas as pd
 
-    def on_submit(query: str, documents: str, instruction: str, top_n: float, strategy: str):  # noqa: ANN202
-        rows, message = client.rerank(query, documents, instruction, top_n, strategy)
+    def on_submit(query: str, documents: str, instruction: str, top_n: float, strategy: str, model: str | None):  # noqa: ANN202
+        rows, message = client.rerank(query, documents, instruction, top_n, strategy, model)
         table = pd.DataFrame(table_rows(rows), columns=COLUMNS)
         labels = [f"#{r[0]} {shorten(r[3], CHART_LABEL_CHARS).split('… (')[0]}" for r in rows]
         chart = pd.DataFrame({"document": labels, "score": [r[2] for r in rows]})
         hint = "Select a row to read its document in full." if rows else ""
         return table, chart, message, client.status(), rows, hint
+
+    def on_load():  # noqa: ANN202
+        names = client.models()
+        return client.status(), gr.Dropdown(choices=names, value=names[0] if names else None)
 
     def on_select(rows: list[list[Any]], evt: gr.SelectData) -> str:
         row = evt.index[0] if isinstance(evt.index, list | tuple) else evt.index
@@ -210,7 +226,9 @@ def build_ui(client: RerankClient):  # noqa: ANN201
                 query = gr.Textbox(label="Query", placeholder="What is the capital of China?")
                 documents = gr.Textbox(label="Documents (one per line)", lines=8)
                 instruction = gr.Textbox(label="Instruction (optional)", placeholder="default: web search")
-                top_n = gr.Number(label="Top N (0 = all)", value=0, precision=0, minimum=0)
+                with gr.Row():  # one row: the form stays as short as it was with one model
+                    model = gr.Dropdown(label="Model (the default first)", choices=[], elem_id="model")
+                    top_n = gr.Number(label="Top N (0 = all)", value=0, precision=0, minimum=0)
                 strategy = gr.Radio(
                     STRATEGIES,
                     value="truncate",
@@ -233,13 +251,13 @@ def build_ui(client: RerankClient):  # noqa: ANN201
                 detail = gr.HTML(elem_id="document-view")
                 chart = gr.BarPlot(x="document", y="score", label="Relevance scores", y_lim=[0, 1], sort="-y")
         gr.Examples(EXAMPLES, inputs=[query, documents, instruction, top_n])
-        inputs = [query, documents, instruction, top_n, strategy]
+        inputs = [query, documents, instruction, top_n, strategy, model]
         outputs = [table, chart, message, status, results, hint]
         submit.click(on_submit, inputs, outputs).then(lambda: "", None, detail)
         query.submit(on_submit, inputs, outputs).then(lambda: "", None, detail)
         table.select(on_select, results, detail)
         # The status line: asked on every page load and every few seconds, never blocking the page.
-        demo.load(client.status, None, status, show_progress="hidden")
+        demo.load(on_load, None, [status, model], show_progress="hidden")
         gr.Timer(STATUS_REFRESH_S).tick(client.status, None, status, show_progress="hidden")
     return demo
 

@@ -21,6 +21,8 @@ vLLM's own rerank server on the same model files and engine flags.
     # `bench serve` (vllm-rerank backend, random-rerank data) and AIPerf (Cohere and TEI rankings)
     python scripts/bench.py peers --model models/tiny --dtype default --docs 16 --doc-tokens 128 \
         --concurrency 4 --requests 400 --rounds 5 --tools vllm-bench,aiperf-cohere,aiperf-tei
+    # one model alone vs beside a second on one server: each one's docs/s alone and under mixed traffic
+    python scripts/bench.py models --model models/tiny --second-model models/tiny --requests 40 --rounds 3
     # soak: two API processes and a shared Redis cache under mixed traffic (both dialects, repeats,
     # chunked documents, hang-ups, 429 bursts, Redis restarted midway); RSS, FDs, threads sampled;
     # writes soak.json and soak.png (scripts/rerank_bench/soak.py)
@@ -46,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # rerank_bench, beside
 from rerank_bench import peers as peer_tools  # noqa: E402
 from rerank_bench import workloads  # noqa: E402
 from rerank_bench.load import Result, cpu_by_kind, run_load, score_cache_counters  # noqa: E402
-from rerank_bench.report import cache_report, long_report, peers_report, report  # noqa: E402
+from rerank_bench.report import cache_report, long_report, models_report, peers_report, report  # noqa: E402
 from rerank_bench.servers import OtlpSink, check_same_scores, start_servers, stop  # noqa: E402
 from rerank_bench.soak import run as soak  # noqa: E402
 
@@ -89,6 +91,49 @@ def compare(args: argparse.Namespace) -> dict:
         finally:
             stop(servers)
     return report(rounds, args, diff)
+
+
+def several_models(args: argparse.Namespace) -> dict:
+    """One model served alone, and the same model beside a second one on one server (each on its own
+    engine): each model's docs/s alone and under mixed traffic (both at once, `--concurrency` each),
+    side by side, rounds alternating; a fresh workload for every run (nothing from the prefix cache)."""
+    docs, doc_tokens = (args.min_docs, args.max_docs), (args.min_doc_tokens, args.max_doc_tokens)
+    second = ["--model", args.second_model, "--served-model-name", "second"]
+    specs = [("ours", 1, "one", []), ("ours", 1, "two", second)]
+    runs = ("one model", "two: first alone", "two: second alone", "two: mixed, first", "two: mixed, second")
+    rounds: dict[str, list[Result]] = {run: [] for run in runs}
+    with tempfile.TemporaryDirectory(prefix="rerank-bench-") as tmp:
+        servers = start_servers(args, Path(tmp), specs, ours_only=True)
+        try:
+            one, two = servers["one"][1], servers["two"][1]
+            warmup = workloads.search(max(4, args.concurrency), args.seed, docs, doc_tokens)
+            for url, name in ((one, "reranker"), (two, "reranker"), (two, "second")):
+                asyncio.run(run_load(url, warmup.for_model(name), args.concurrency, "warm-up"))
+            for r in range(args.rounds):
+                seed = args.seed + 1000 * (r + 1)
+                load = [workloads.search(args.requests, seed + k, docs, doc_tokens) for k in range(5)]
+                alone = [
+                    ("one model", one, load[0].for_model("reranker")),
+                    ("two: first alone", two, load[1].for_model("reranker")),
+                    ("two: second alone", two, load[2].for_model("second")),
+                ]
+                for run, url, workload in alone if r % 2 == 0 else alone[::-1]:
+                    rounds[run].append(asyncio.run(run_load(url, workload, args.concurrency, run)))
+
+                async def mixed(first: workloads.Workload, other: workloads.Workload) -> tuple[Result, Result]:
+                    return await asyncio.gather(
+                        run_load(two, first, args.concurrency, "two: mixed, first"),
+                        run_load(two, other, args.concurrency, "two: mixed, second"),
+                    )
+
+                a, b = asyncio.run(mixed(load[3].for_model("reranker"), load[4].for_model("second")))
+                rounds[a.name].append(a)
+                rounds[b.name].append(b)
+                for run in runs:
+                    print(f"round {r + 1} {run}: {rounds[run][-1].summary()}", flush=True)
+        finally:
+            stop(servers)
+    return models_report(rounds, args)
 
 
 def long_documents(args: argparse.Namespace) -> dict:
@@ -196,7 +241,7 @@ def peers(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("run", "compare", "long", "cache", "soak", "peers"):
+    for name in ("run", "compare", "long", "cache", "soak", "peers", "models"):
         p = sub.add_parser(name)
         p.add_argument("--requests", type=int, default=100)
         p.add_argument("--concurrency", type=int, default=8)
@@ -249,6 +294,8 @@ def main() -> None:
             p.add_argument("--repeats", type=int, default=4, help="cache: times each request of `repeat` is sent")
             p.add_argument("--zipf-queries", type=int, default=50, help="cache: distinct queries of `zipf`")
             p.add_argument("--gpu-memory-utilization", type=float, default=0.4, help="GPU: each server's share")
+        if name == "models":
+            p.add_argument("--second-model", required=True, help="the model served beside --model")
         if name == "peers":
             p.add_argument("--tools", default="vllm-bench,aiperf-cohere,aiperf-tei", help="comma-separated")
             p.add_argument("--docs", type=int, default=16, help="documents per request")
@@ -284,6 +331,8 @@ def main() -> None:
         print(json.dumps(result.summary()))
         if args.json:
             Path(args.json).write_text(json.dumps(result.summary(), indent=2))
+    elif args.command == "models":
+        several_models(args)
     elif args.command == "long":
         long_documents(args)
     elif args.command == "cache":

@@ -40,6 +40,16 @@ def config_schema() -> dict[str, Any]:
         if name in CHART_OWNED:
             continue
         variants = prop.get("anyOf", [prop])
+        if prop.get("type") == "array":  # one value per model: a list, one value, or comma-separated
+            item = {k: v for k, v in prop["items"].items() if k in KEEP}
+            variants = [{"type": "array", "items": item}, item]
+            if item != {"type": "string"}:
+                variants.append({"type": "string"})  # "0.25,0.65"
+            properties[camel(name)] = {
+                "description": f"--{name.replace('_', '-')}: {prop.get('description', '')}",
+                "anyOf": [*variants, {"type": "null"}],
+            }
+            continue
         types = [{k: v for k, v in variant.items() if k in KEEP} for variant in variants]
         if not any(t.get("type") == "null" for t in types):
             types.append({"type": "null"})

@@ -42,6 +42,15 @@ COMPOSE_VARIABLES = [
     ("RERANK_WEBUI_PORT", "7860", "the host's port for the WebUI"),
 ]
 BEGIN, END = "# settings: begin", "# settings: end"
+# .env.example's example after a setting's line
+ENV_EXAMPLES = {
+    "model": [
+        "# several models behind one endpoint (docs/models.md), e.g. the 0.6B and the 8B on one 80 GB GPU:",
+        "#   RERANK_MODEL=Qwen/Qwen3-Reranker-0.6B,Qwen/Qwen3-Reranker-8B",
+        "#   RERANK_SERVED_MODEL_NAME=qwen3-reranker-0.6b,qwen3-reranker-8b",
+        "#   RERANK_GPU_MEMORY_UTILIZATION=0.25,0.65",
+    ]
+}
 
 
 def settings() -> list[tuple[str, str, str, str]]:
@@ -51,7 +60,8 @@ def settings() -> list[tuple[str, str, str, str]]:
 
     sections: dict[str, str] = {}
     section = ""
-    for line in (ROOT / "server" / "settings.py").read_text().splitlines():
+    source = (ROOT / "server" / "settings.py").read_text()
+    for line in source[source.index("class Settings(") :].splitlines():
         if match := re.match(r"\s+# --- (.+?) -+$", line):
             section = match.group(1)
         elif match := re.match(r"    (\w+): ", line):
@@ -67,6 +77,8 @@ def default_text(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, list):  # one value per model: comma-separated
+        return ",".join(str(v) for v in value)
     return str(value)
 
 
@@ -86,7 +98,7 @@ def env_example() -> str:
         if this_section != section:
             section = this_section
             lines += ["", f"# --- {section}"]
-        lines += [f"# {description}", f"# RERANK_{name.upper()}={default}"]
+        lines += [f"# {description}", f"# RERANK_{name.upper()}={default}", *ENV_EXAMPLES.get(name, [])]
     lines += ["", "# --- also passed to the server", *(f"# {name}=" for name in COMPOSE_PASSED)]
     return "\n".join(lines) + "\n"
 

@@ -33,6 +33,7 @@ from server.errors import (
 from server.protocol import ModelCard, ModelList, RerankRequest, RerankResponse
 from server.request_context import RequestRecord, current_request
 from server.rerank_job import Ranking, RerankJob
+from server.served_models import ServedModels
 from server.serving import RerankService
 from server.tei_protocol import TEI_RANKS, TeiInfo, TeiRank, TeiRerankRequest
 
@@ -48,6 +49,10 @@ RERANK_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse | TeiError}  # TeiError: requests in TEI's shape
     for status in ERROR_STATUSES
 }
+
+
+def served_models(request: Request) -> ServedModels:
+    return request.app.state.models
 
 
 def json_response(content: Any) -> Response:
@@ -114,11 +119,12 @@ async def rerank(request: Request) -> Response:
 
 async def rerank_cohere(request: Request, data: Any, record: RequestRecord) -> Response:
     body = RerankRequest.model_validate(data)
-    ranking = await score_unless_hung_up(request.app.state.service, request, body.to_job(), record)
+    service = served_models(request).pick(body.model)
+    ranking = await score_unless_hung_up(service, request, body.to_job(), record)
     if ranking is None:
         return Response(status_code=CLIENT_CLOSED)
     with request.app.state.tracing.span("rerank.response"):
-        answer = body.response(ranking, record.request_id, request.app.state.settings.served_model_name)
+        answer = body.response(ranking, record.request_id, service.name)
         return Response(answer.model_dump_json(exclude_unset=True), media_type="application/json")
 
 
@@ -126,7 +132,8 @@ async def rerank_tei(request: Request, data: Any, record: RequestRecord) -> Resp
     body = TeiRerankRequest.model_validate(data)
     if not body.texts:
         raise ServiceError(ErrorKind.EMPTY, "`texts` cannot be empty")
-    ranking = await score_unless_hung_up(request.app.state.service, request, body.to_job(), record)
+    service = served_models(request).pick_or_default(body.model)
+    ranking = await score_unless_hung_up(service, request, body.to_job(), record)
     if ranking is None:
         return Response(status_code=CLIENT_CLOSED)
     with request.app.state.tracing.span("rerank.response"):
@@ -160,29 +167,30 @@ async def health() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get("/ready", summary="Readiness: 200 once the engine has scored a warm-up request", responses={503: {}})
+@router.get("/ready", summary="Readiness: 200 once every model has scored a warm-up request", responses={503: {}})
 async def ready(request: Request) -> Response:
-    service: RerankService = request.app.state.service
-    if service.draining:
+    models = served_models(request)
+    if models.draining:
         return error_response(ErrorKind.SERVICE_UNAVAILABLE, "the server is shutting down")
-    if not service.ready:
-        return error_response(ErrorKind.SERVICE_UNAVAILABLE, "the engine is not ready")
-    return json_response({"status": "ready", "model": service.settings.served_model_name})
+    waiting = [service.name for service in models.services if not service.ready]
+    if waiting:
+        which = f" (models {', '.join(waiting)})" if len(models.names) > 1 else ""
+        return error_response(ErrorKind.SERVICE_UNAVAILABLE, f"the engine is not ready{which}")
+    return json_response({"status": "ready", "model": models.default.name})
 
 
-@router.get("/v1/models", response_model=ModelList, summary="The served model")
+@router.get("/v1/models", response_model=ModelList, summary="The served models, the default first")
 async def models(request: Request) -> Response:
-    service: RerankService = request.app.state.service
-    card = ModelCard(id=service.settings.served_model_name, max_model_len=service.max_model_len)
-    return json_response(ModelList(data=[card]).model_dump())
+    cards = [ModelCard(id=s.name, max_model_len=s.max_model_len) for s in served_models(request).services]
+    return json_response(ModelList(data=cards).model_dump())
 
 
-@router.get("/info", response_model=TeiInfo, summary="The served model, in TEI's words")
+@router.get("/info", response_model=TeiInfo, summary="The default model, in TEI's words")
 async def info(request: Request) -> Response:
-    service: RerankService = request.app.state.service
+    service = served_models(request).default
     settings = service.settings
     card = TeiInfo(
-        model_id=settings.served_model_name,
+        model_id=service.name,
         model_sha=service.model_sha,
         model_dtype=service.model_dtype or settings.dtype,
         max_concurrent_requests=settings.max_pairs_in_flight,

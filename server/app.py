@@ -13,6 +13,7 @@ from server.cluster import Cluster
 from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.middleware import ApiKeyMiddleware, RequestContextMiddleware
+from server.served_models import ServedModels
 from server.serving import RerankService
 from server.settings import Settings
 from server.tracing import setup_tracing
@@ -32,7 +33,11 @@ def create_app(settings: Settings, cluster: Cluster | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.tracing = tracing  # shut down by whoever runs the app (server/process.py)
-    app.state.service = RerankService(settings, metrics, cluster, tracing)
+    models = ServedModels(
+        [RerankService(settings, metrics, cluster, tracing, served) for served in settings.served_models()]
+    )
+    app.state.models = models
+    app.state.service = models.default  # the default model's (the only one's, usually)
     app.include_router(router)
     install_error_handlers(app)
 
@@ -42,11 +47,10 @@ def create_app(settings: Settings, cluster: Cluster | None = None) -> FastAPI:
     if keys:
         public = PUBLIC_PATHS + (("/metrics",) if settings.metrics_public else ())
         app.add_middleware(ApiKeyMiddleware, keys=keys, public_paths=public, dialect_paths=RERANK_ROUTES)
-    service: RerankService = app.state.service
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,
-        closing=lambda: service.draining,
+        closing=lambda: models.draining,
         process_name=process_name,
         tracing=tracing,
     )

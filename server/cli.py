@@ -93,14 +93,22 @@ def check_model(model: str) -> None:
         )
 
 
-def check_model_kind(settings: Settings) -> None:
-    """The model's config says it is a reranker this server serves (or --model-kind does)."""
+def check_models(settings: Settings) -> None:
+    """Each model is readable and its config says it is a reranker this server serves (or
+    --model-kind does); several models have what they need (server/engine_args.py check_models)."""
+    from server.engine_args import check_models
     from server.model_kind import model_info
 
+    for served in settings.served_models():
+        check_model(served.model)
+        try:
+            model_info(served)
+        except Exception as exc:  # an unknown kind, or a config.json that cannot be read
+            refuse(f"model {served.model}: {exc}")
     try:
-        model_info(settings)
-    except Exception as exc:  # an unknown kind, or a config.json that cannot be read
-        refuse(f"model {settings.model}: {exc}")
+        check_models(settings)
+    except ValueError as exc:
+        refuse(str(exc))
 
 
 def listen(settings: Settings) -> socket.socket:
@@ -122,8 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"invalid settings:\n{exc}", file=sys.stderr)
         raise SystemExit(CONFIG_ERROR_EXIT) from None
     check_log_file(settings.log_file)
-    check_model(settings.model)
-    check_model_kind(settings)
+    check_models(settings)
     sock = listen(settings)
     from server.engine_args import api_processes
     from server.log import setup_logging

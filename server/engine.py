@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from server.engine_args import engine_args, on_cpu, set_cpu_threads_bind
 from server.model_kind import model_info
 from server.rerank_job import sigmoid
-from server.settings import Settings
+from server.settings import ServedModel, Settings
 
 if TYPE_CHECKING:
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -198,12 +198,15 @@ def start_async_llm(args: AsyncEngineArgs, client: EngineClient | None = None) -
 
 
 @asynccontextmanager
-async def open_engine(settings: Settings, client: EngineClient | None = None) -> AsyncIterator[VllmEngine]:
-    """Start vLLM for `settings` (or connect to the supervisor's engine core), yield it, and shut
-    it down on exit."""
+async def open_engine(
+    settings: Settings, served: ServedModel | None = None, client: EngineClient | None = None
+) -> AsyncIterator[VllmEngine]:
+    """Start vLLM for one served model (default: the first; or connect to the supervisor's engine
+    core), yield it, and shut it down on exit."""
+    served = served or settings.served_models()[0]
     set_cpu_threads_bind(settings)
-    info = await asyncio.to_thread(model_info, settings)
-    args = engine_args(settings, info)
+    info = await asyncio.to_thread(model_info, served)
+    args = engine_args(settings, served, info)
     if client is None:
         logger.info(
             "starting vLLM: model=%s kind=%s dtype=%s max_model_len=%d prefix_caching=%s device=%s",

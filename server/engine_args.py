@@ -25,7 +25,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from server.model_kind import ModelInfo, ModelKind
-from server.settings import Settings
+from server.settings import ServedModel, Settings
 
 if TYPE_CHECKING:
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -82,14 +82,15 @@ def cpu_dtype() -> str:
     return "bfloat16" if torch.cpu._is_avx512_bf16_supported() else "float32"
 
 
-def cpu_kv_cache_bytes(settings: Settings) -> int:
-    """A KV cache that fits beside the weights: 1/8 of available memory, between 1 and 16 GiB."""
+def cpu_kv_cache_bytes(served: ServedModel, models: int = 1) -> int:
+    """A KV cache that fits beside the weights: --kv-cache-gib, or 1/8 of available memory split
+    between the models, between 1 and 16 GiB."""
     import psutil
 
-    if settings.kv_cache_gib is not None:
-        return int(settings.kv_cache_gib * GiB)
+    if served.kv_cache_gib is not None:
+        return int(served.kv_cache_gib * GiB)
     available = psutil.virtual_memory().available
-    return int(min(16 * GiB, max(1 * GiB, available // 8)))
+    return int(min(16 * GiB, max(1 * GiB, available // (8 * models))))
 
 
 def max_batch_tokens(settings: Settings) -> int:
@@ -97,15 +98,15 @@ def max_batch_tokens(settings: Settings) -> int:
     return settings.max_num_batched_tokens or max(RERANK_MAX_NUM_BATCHED_TOKENS, settings.max_model_len)
 
 
-def engine_args(settings: Settings, info: ModelInfo) -> AsyncEngineArgs:
-    """vLLM's arguments for the model of kind `info` (server/model_kind.py): the original
+def engine_args(settings: Settings, served: ServedModel, info: ModelInfo) -> AsyncEngineArgs:
+    """vLLM's arguments for one served model of kind `info` (server/model_kind.py): the original
     Qwen3-Reranker gets the overrides that make its yes/no head a classifier; a sequence classifier
     or cross-encoder runs its own head."""
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     kwargs: dict[str, Any] = dict(
-        model=settings.model,
-        served_model_name=settings.served_model_name,
+        model=served.model,
+        served_model_name=served.served_model_name,
         runner="pooling",
         dtype=settings.dtype,
         max_model_len=info.max_model_len(settings.max_model_len),
@@ -125,8 +126,8 @@ def engine_args(settings: Settings, info: ModelInfo) -> AsyncEngineArgs:
         kwargs["block_size"] = settings.block_size
     if settings.max_num_seqs is not None:
         kwargs["max_num_seqs"] = settings.max_num_seqs
-    if settings.gpu_memory_utilization is not None:
-        kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
+    if served.gpu_memory_utilization is not None:
+        kwargs["gpu_memory_utilization"] = served.gpu_memory_utilization
     if settings.data_parallel_size > 1:
         if on_cpu():
             raise ValueError("--data-parallel-size > 1 needs one GPU per engine; this machine runs vLLM on the CPU")
@@ -135,18 +136,35 @@ def engine_args(settings: Settings, info: ModelInfo) -> AsyncEngineArgs:
         kwargs.setdefault("block_size", CPU_RERANK_BLOCK_SIZE)
         if settings.dtype == "auto":
             kwargs["dtype"] = cpu_dtype()
-        if settings.gpu_memory_utilization is None and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        if served.gpu_memory_utilization is None and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
             # vLLM's default memory fraction (0.92 of the NUMA node) fails on a shared machine.
-            kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(settings)
+            kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(served, len(settings.model))
     return AsyncEngineArgs(**kwargs)
 
 
 def api_processes(settings: Settings) -> int:
-    """--api-processes, or its default: 1 on the CPU (the engine's worker is the limit there),
-    2 on a GPU (one process's ~1 ms of CPU per document caps it near the GPU's rate; docs/performance.md)."""
+    """--api-processes, or its default: 1 on the CPU (the engine's worker is the limit there) and
+    with several models, 2 on a GPU (one process's ~1 ms of CPU per document caps it near the GPU's
+    rate; docs/performance.md)."""
     if settings.api_processes is not None:
         return settings.api_processes
-    return 1 if on_cpu() else 2
+    return 1 if on_cpu() or len(settings.model) > 1 else 2
+
+
+def check_models(settings: Settings) -> None:
+    """What several models need, checked before any loads: one API process, and on a GPU an
+    explicit memory share each (vLLM's default, 0.9 each, cannot fit two engines on one GPU)."""
+    if len(settings.model) == 1:
+        return
+    if api_processes(settings) > 1:
+        raise ValueError("several models are served by one API process; leave --api-processes at 1")
+    if settings.data_parallel_size > 1:
+        raise ValueError("several models share one GPU; --data-parallel-size must stay 1")
+    if not on_cpu() and not settings.gpu_memory_utilization:
+        raise ValueError(
+            "several models on one GPU need --gpu-memory-utilization for each, in --model's order, together "
+            "at most 1 (e.g. 0.25 for a 0.6B and 0.65 for an 8B on an 80 GB GPU)"
+        )
 
 
 def set_cpu_threads_bind(settings: Settings) -> None:

@@ -9,6 +9,7 @@ engine_up: the lowest).
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from enum import StrEnum
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -39,78 +40,76 @@ def multiprocess_mode() -> bool:
 
 
 class Metrics:
+    """The app's metrics. What the rerank work records is labelled with the served model's name
+    (`for_model`); HTTP requests and the pairs in flight (what autoscalers read) are the server's."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        m = ["model"]
         self.requests = Counter("rerank_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
         self.latency = Histogram(
             "rerank_request_latency_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.documents = Histogram(
-            "rerank_documents_per_request", "documents per rerank request", buckets=SIZE_BUCKETS, registry=r
+            "rerank_documents_per_request", "documents per rerank request", m, buckets=SIZE_BUCKETS, registry=r
         )
         self.tokens = Histogram(
-            "rerank_tokens_per_request", "prompt tokens per rerank request", buckets=TOKEN_BUCKETS, registry=r
+            "rerank_tokens_per_request", "prompt tokens per rerank request", m, buckets=TOKEN_BUCKETS, registry=r
         )
         self.prompt_tokens = Counter(
-            "rerank_prompt_tokens", "prompt tokens of the requests (score-cache hits included)", registry=r
+            "rerank_prompt_tokens", "prompt tokens of the requests (score-cache hits included)", m, registry=r
         )
         self.engine_prompt_tokens = Counter(
-            "rerank_engine_prompt_tokens", "prompt tokens the engine scored (score-cache hits excluded)", registry=r
+            "rerank_engine_prompt_tokens", "prompt tokens the engine scored (score-cache hits excluded)", m, registry=r
         )
         self.cached_tokens = Counter(
             "rerank_cached_prompt_tokens",
             "of the engine's prompt tokens, those read from vLLM's prefix cache",
+            m,
             registry=r,
         )
         self.requests_in_flight = Gauge(
-            "rerank_requests_in_flight", "rerank requests being scored", registry=r, multiprocess_mode="livesum"
+            "rerank_requests_in_flight", "rerank requests being scored", m, registry=r, multiprocess_mode="livesum"
         )
         self.pairs_in_flight = Gauge(
             "rerank_pairs_in_flight",
-            "pairs in the engine (a pair: the query with one document, or one window of a chunked one)",
+            "pairs in the engines, all models' (a pair: the query with one document, or one window of a chunked "
+            "one; what autoscalers scale on)",
             registry=r,
             multiprocess_mode="livesum",
         )
         self.max_pairs_in_flight = Gauge(
             "rerank_max_pairs_in_flight",
-            "--max-pairs-in-flight, the limit of rerank_pairs_in_flight",
+            "--max-pairs-in-flight, the limit of rerank_pairs_in_flight (each model's engine)",
             registry=r,
             multiprocess_mode="max",
         )
         self.score_cache_hits = Counter(
-            "rerank_score_cache_hits", "pairs answered from the score cache (this process's or Redis)", registry=r
+            "rerank_score_cache_hits", "pairs answered from the score cache (this process's or Redis)", m, registry=r
         )
         self.score_cache_misses = Counter(
-            "rerank_score_cache_misses", "pairs the score cache did not have (scored by the engine)", registry=r
+            "rerank_score_cache_misses", "pairs the score cache did not have (scored by the engine)", m, registry=r
         )
         self.score_cache_errors = Counter(
-            "rerank_score_cache_errors", "Redis calls of the score cache that failed or timed out", registry=r
+            "rerank_score_cache_errors", "Redis calls of the score cache that failed or timed out", m, registry=r
         )
         self.score_cache_entries = Gauge(
             "rerank_score_cache_entries",
             "pairs held in the in-process score cache",
+            m,
             registry=r,
             multiprocess_mode="livesum",
         )
-        self.rejected = Counter("rerank_rejected_requests", "requests refused, by reason", ["reason"], registry=r)
-        for reason in RejectReason:  # every reason's series from the start: its rate is 0, not absent
-            self.rejected.labels(reason)
+        self.rejected = Counter(
+            "rerank_rejected_requests", "requests refused, by model and reason", ["model", "reason"], registry=r
+        )
         self.engine_up = Gauge(
-            "rerank_engine_up", "1 when the engine is ready to score", registry=r, multiprocess_mode="livemin"
+            "rerank_engine_up", "1 when the model's engine can score", m, registry=r, multiprocess_mode="livemin"
         )
 
-    def reject(self, reason: RejectReason) -> None:
-        self.rejected.labels(reason).inc()
-
-    def record_request(self, documents: int, prompt: int, engine: int, cached: int) -> None:
-        """A rerank request's documents, its prompt tokens, those the engine scored, and those of its
-        read from the prefix cache (the warm-up is not a request: it is not recorded)."""
-        self.documents.observe(documents)
-        self.tokens.observe(prompt)
-        self.prompt_tokens.inc(prompt)
-        self.engine_prompt_tokens.inc(engine)
-        self.cached_tokens.inc(cached)
+    def for_model(self, name: str) -> ModelMetrics:
+        return ModelMetrics(self, name)
 
     def render(self) -> bytes:
         """Our metrics with the prefix-cache ratio computed from their counters, then the process-wide
@@ -124,13 +123,51 @@ class Metrics:
         else:
             families = list(self.registry.collect())
             tail = generate_latest(REGISTRY)
-        totals = {s.name: s.value for f in families for s in f.samples}
+        totals: dict[str, float] = defaultdict(float)  # every model's together
+        for family in families:
+            for sample in family.samples:
+                totals[sample.name] += sample.value
         engine = totals.get("rerank_engine_prompt_tokens_total", 0)
         cached = totals.get("rerank_cached_prompt_tokens_total", 0)
         hit_ratio = GaugeMetricFamily("rerank_prefix_cache_hit_ratio", PREFIX_RATIO_HELP, ratio(cached, engine))
         out = CollectorRegistry()
         out.register(_Fixed([*families, hit_ratio]))
         return generate_latest(out) + tail
+
+
+class ModelMetrics:
+    """One served model's series of the app's metrics (what server/serving.py records)."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self.model = model
+        self._rejected = metrics.rejected
+        self.documents = metrics.documents.labels(model)
+        self.tokens = metrics.tokens.labels(model)
+        self.prompt_tokens = metrics.prompt_tokens.labels(model)
+        self.engine_prompt_tokens = metrics.engine_prompt_tokens.labels(model)
+        self.cached_tokens = metrics.cached_tokens.labels(model)
+        self.requests_in_flight = metrics.requests_in_flight.labels(model)
+        self.pairs_in_flight = metrics.pairs_in_flight
+        self.max_pairs_in_flight = metrics.max_pairs_in_flight
+        self.score_cache_hits = metrics.score_cache_hits.labels(model)
+        self.score_cache_misses = metrics.score_cache_misses.labels(model)
+        self.score_cache_errors = metrics.score_cache_errors.labels(model)
+        self.score_cache_entries = metrics.score_cache_entries.labels(model)
+        self.engine_up = metrics.engine_up.labels(model)
+        for reason in RejectReason:  # every reason's series from the start: its rate is 0, not absent
+            metrics.rejected.labels(model, reason)
+
+    def reject(self, reason: RejectReason) -> None:
+        self._rejected.labels(self.model, reason).inc()
+
+    def record_request(self, documents: int, prompt: int, engine: int, cached: int) -> None:
+        """A rerank request's documents, its prompt tokens, those the engine scored, and those of its
+        read from the prefix cache (the warm-up is not a request: it is not recorded)."""
+        self.documents.observe(documents)
+        self.tokens.observe(prompt)
+        self.prompt_tokens.inc(prompt)
+        self.engine_prompt_tokens.inc(engine)
+        self.cached_tokens.inc(cached)
 
 
 def ratio(part: float, whole: float) -> float:

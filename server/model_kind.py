@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from server.model_files import read_config
-from server.settings import Settings
+from server.settings import ServedModel
 
 
 class ModelKind(StrEnum):
@@ -55,10 +55,10 @@ class ModelInfo:
 QWEN3_RERANKER = ModelInfo(ModelKind.QWEN3_RERANKER, "Qwen3ForCausalLM")
 
 
-def model_info(settings: Settings) -> ModelInfo:
+def model_info(served: ServedModel) -> ModelInfo:
     """The served model's kind, from its config.json and --model-kind."""
-    kind = None if settings.model_kind == "auto" else ModelKind(settings.model_kind)
-    return info_from_config(read_config(settings.model), kind)
+    kind = None if served.model_kind == "auto" else ModelKind(served.model_kind)
+    return info_from_config(read_config(served.model), kind)
 
 
 def info_from_config(config: dict[str, Any], kind: ModelKind | None = None) -> ModelInfo:

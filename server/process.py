@@ -22,6 +22,7 @@ from server.app import create_app
 from server.cluster import Cluster
 from server.engine import EngineClient, VllmEngine, open_engine
 from server.engine_processes import WATCHDOG_INTERVAL_S, end_process_now, watch_engine_start
+from server.served_models import ServedModels
 from server.serving import RerankService
 from server.settings import Settings
 from server.shutdown import DrainingServer
@@ -58,9 +59,9 @@ async def serve(
     several API processes it is a client of the supervisor's engine core on its shared socket.
     """
     app = create_app(settings, cluster)
-    service = app.state.service
+    models: ServedModels = app.state.models
     server = DrainingServer(
-        service.start_draining,
+        models.start_draining,
         settings.drain_delay,
         uvicorn.Config(
             app,
@@ -72,11 +73,11 @@ async def serve(
             timeout_keep_alive=30,
         ),
     )
-    engine_task = asyncio.create_task(run_engine(settings, client, service))
+    engine_task = asyncio.create_task(run_engines(settings, client, models))
     engine_task.add_done_callback(lambda _: setattr(server, "should_exit", True))  # an engine that ended stops it
     await server.serve(sockets=[sock] if sock is not None else None)
     exit_code = 1 if engine_task.done() and not engine_task.cancelled() else 0  # the engine ended it: restart
-    await service.close()
+    await models.close()
     await asyncio.to_thread(app.state.tracing.shutdown)  # the last spans (bounded, if a collector is gone)
     if not engine_task.done():
         engine_task.cancel()
@@ -86,21 +87,31 @@ async def serve(
     return exit_code
 
 
-async def run_engine(settings: Settings, client: EngineClient | None, service: RerankService) -> None:
-    """Start the engine, hand it to the service, then watch it. Returns once it has died or failed
-    (the process must then exit 1); cancelled at shutdown, it closes the engine."""
+async def run_engines(settings: Settings, client: EngineClient | None, models: ServedModels) -> None:
+    """Start each model's engine in turn (on a GPU each one measures the memory the ones before
+    left), hand it to its service, then watch them all. Returns once one has died or failed (the
+    process must then exit 1); cancelled at shutdown, it closes the engines."""
+    several = len(models.services) > 1
     try:
         async with contextlib.AsyncExitStack() as stack:
-            engine = await start_engine(settings, client, service, stack)
-            while not engine.is_dead:
+            engines: list[VllmEngine] = []
+            for service in models.services:
+                service.announce_start = not several
+                engines.append(await start_engine(settings, client, service, stack))
+            if several:
+                logger.info("Engine started. models=%s; ready on /v1/rerank", ", ".join(models.names))
+            while not any(engine.is_dead for engine in engines):
                 await asyncio.sleep(WATCHDOG_INTERVAL_S)
-            service.mark_dead()
-            logger.error("the vLLM engine died; exiting so that the process can be restarted")
+            for service, engine in zip(models.services, engines, strict=True):
+                if engine.is_dead:
+                    service.mark_dead()
+                    logger.error("the vLLM engine died (model %s); exiting so that it can be restarted", service.name)
     except asyncio.CancelledError:
         raise
     except Exception:
         logger.exception("the vLLM engine failed")
-        service.mark_dead()
+        for service in models.services:
+            service.mark_dead()
 
 
 async def start_engine(
@@ -111,7 +122,7 @@ async def start_engine(
     watch = asyncio.create_task(watch_engine_start())
     try:
         async with asyncio.timeout(settings.startup_timeout):
-            engine = await stack.enter_async_context(open_engine(settings, client))
+            engine = await stack.enter_async_context(open_engine(settings, service.served, client))
             await service.start(engine)
             return engine
     except TimeoutError:

@@ -21,7 +21,7 @@ from server.model_kind import QWEN3_RERANKER, ModelInfo, model_info
 from server.prompt import BasePromptBuilder, Prompts, QueryTooLongError, Tokenizer, best_windows, prompts_for
 from server.rerank_job import Ranking, RerankJob
 from server.score_cache import ScoreCache, Through, score_through
-from server.settings import Settings
+from server.settings import ServedModel, Settings
 from server.tracing import NO_TRACING, Tracing
 
 logger = logging.getLogger("server.serving")
@@ -43,11 +43,21 @@ def load_tokenizer(model: str) -> Tokenizer:
 
 
 class RerankService:
+    """One served model: its engine, prompts, score cache and readiness."""
+
     def __init__(
-        self, settings: Settings, metrics: Metrics, cluster: Cluster | None = None, tracing: Tracing = NO_TRACING
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        cluster: Cluster | None = None,
+        tracing: Tracing = NO_TRACING,
+        served: ServedModel | None = None,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics
+        self.served = served or settings.served_models()[0]
+        self.name = self.served.served_model_name  # what requests' `model` names
+        self.metrics = metrics.for_model(self.name)
+        self.announce_start = True  # log `Engine started.` once warm (off when the server has several models)
         self.tracing = tracing  # off unless an OTLP endpoint is set (server/tracing.py)
         self.cluster = cluster  # the server's other API processes, if it runs several
         self.engine: Engine | None = None
@@ -90,10 +100,10 @@ class RerankService:
         """Attach a running engine, score a warm-up request, then report ready. `model`: the model's
         kind (default: read from its config, as the engine did)."""
         if tokenizer is None:
-            tokenizer = await asyncio.to_thread(load_tokenizer, self.settings.model)
-        self.model = model or await asyncio.to_thread(model_info, self.settings)
+            tokenizer = await asyncio.to_thread(load_tokenizer, self.served.model)
+        self.model = model or await asyncio.to_thread(model_info, self.served)
         self.prompts = builder_for(self.model, tokenizer, self.max_model_len)
-        self.model_sha = hub_revision(self.settings.model)
+        self.model_sha = hub_revision(self.served.model)
         self.engine = engine
         if self.settings.score_cache_size > 0:
             self.score_cache = await asyncio.to_thread(self._make_score_cache)
@@ -101,15 +111,17 @@ class RerankService:
         await self._rank(WARMUP_JOB, WARMUP_REQUEST_ID, warmup=True)
         self.warmed_up = True
         self.metrics.engine_up.set(1)
+        elapsed = time.perf_counter() - started
         if self.cluster is not None:  # the supervisor says `Engine started.` once all are
             self.cluster.mark_warmed_up()
-            logger.info("warm-up rerank scored in %.2fs", time.perf_counter() - started)
+        if self.cluster is not None or not self.announce_start:
+            logger.info("model %s (%s): warm-up rerank scored in %.2fs", self.name, self.model.kind, elapsed)
             return
         logger.info(
             "Engine started. model=%s kind=%s warm-up rerank scored in %.2fs; ready on /v1/rerank",
-            self.settings.served_model_name,
+            self.name,
             self.model.kind,
-            time.perf_counter() - started,
+            elapsed,
         )
 
     def _make_score_cache(self) -> ScoreCache | None:
@@ -117,7 +129,7 @@ class RerankService:
         the device kind, the dtype the engine runs: server/engine_args.py `engine_identity`) and the kind."""
         started = time.perf_counter()
         try:
-            weights = weights_identity(self.settings.model)
+            weights = weights_identity(self.served.model)
         except OSError as exc:
             logger.warning("score cache off: the model's files cannot be read to identify them (%s)", exc)
             return None
@@ -144,11 +156,6 @@ class RerankService:
         if not self.can_score:
             raise ServiceError(
                 ErrorKind.SERVICE_UNAVAILABLE, "the engine is not ready yet; retry when GET /ready is 200"
-            )
-        if job.model is not None and job.model != self.settings.served_model_name:
-            raise ServiceError(
-                ErrorKind.NOT_FOUND,
-                f"model {job.model!r} is not served here; this server serves {self.settings.served_model_name!r}",
             )
         if len(job.texts) > self.settings.max_documents:
             self.metrics.reject(RejectReason.TOO_MANY_DOCUMENTS)
@@ -273,7 +280,7 @@ class RerankService:
                 if span is not None:
                     span.set_attributes(
                         {
-                            "gen_ai.request.model": self.settings.served_model_name,
+                            "gen_ai.request.model": self.name,
                             "rerank.pairs": len(token_ids),
                             TOKENS: sum(map(len, token_ids)),
                             "gen_ai.usage.cache_read.input_tokens": scores.cached_tokens,

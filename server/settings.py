@@ -8,11 +8,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "Qwen/Qwen3-Reranker-0.6B"
 MiB = 1024 * 1024
+PER_MODEL = ("model", "served_model_name", "model_kind", "gpu_memory_utilization", "kv_cache_gib")
+ModelKindName = Literal["auto", "qwen3-reranker", "qwen3-seq-cls", "cross-encoder"]
+
+
+class ServedModel(BaseModel):
+    """One model the server serves: the i-th value of --model, --served-model-name, --model-kind,
+    --gpu-memory-utilization and --kv-cache-gib."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    served_model_name: str
+    model_kind: ModelKindName = "auto"
+    gpu_memory_utilization: float | None = None
+    kv_cache_gib: float | None = None
 
 
 class Settings(BaseSettings):
@@ -22,23 +37,36 @@ class Settings(BaseSettings):
     )
 
     # --- model and engine -----------------------------------------------------------------
-    model: str = Field(DEFAULT_MODEL, description="model path or Hugging Face id")
-    served_model_name: str = Field("", description="the name clients send and answers carry (default: --model)")
-    model_kind: Literal["auto", "qwen3-reranker", "qwen3-seq-cls", "cross-encoder"] = Field(
-        "auto",
+    # Several models: each of these lists one value per --model, in its order (docs/models.md).
+    model: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [DEFAULT_MODEL],
+        description="model path or Hugging Face id; repeat the flag (or comma-separate) to serve several behind "
+        "one endpoint, each on its own engine, the first the default",
+    )
+    served_model_name: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="the name clients send and answers carry, one per --model in its order (default: --model)",
+    )
+    model_kind: Annotated[list[ModelKindName], NoDecode] = Field(
+        default_factory=lambda: ["auto"],
         description="what the model is (docs/models.md): auto tells it from its config.json; qwen3-reranker "
         "(Qwen3ForCausalLM, the original), qwen3-seq-cls (its Qwen3ForSequenceClassification conversion) or "
-        "cross-encoder (an encoder's *ForSequenceClassification: BERT, XLM-RoBERTa, ModernBERT)",
+        "cross-encoder (an encoder's *ForSequenceClassification: BERT, XLM-RoBERTa, ModernBERT); one for all "
+        "models or one per --model",
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="auto: the model's dtype on a GPU; on the CPU bfloat16 if supported, else float32"
     )
     max_model_len: int = Field(8192, ge=64, description="longest prompt in tokens (the card uses 8192)")
-    gpu_memory_utilization: float | None = Field(
-        None, gt=0, le=1, description="fraction of GPU memory for vLLM (default 0.9; on the CPU see --kv-cache-gib)"
+    gpu_memory_utilization: Annotated[list[float], NoDecode] = Field(
+        default_factory=list,
+        description="fraction of GPU memory for vLLM (default 0.9; on the CPU see --kv-cache-gib); several "
+        "models on one GPU need one each, in --model's order, together at most 1",
     )
-    kv_cache_gib: float | None = Field(
-        None, gt=0, description="CPU only: KV cache size in GiB (default: a safe share of free memory)"
+    kv_cache_gib: Annotated[list[float], NoDecode] = Field(
+        default_factory=list,
+        description="CPU only: KV cache size in GiB (default: a safe share of free memory, split between "
+        "models); one for all models or one per --model",
     )
     enable_prefix_caching: bool = Field(True, description="reuse the shared prompt prefix across documents")
     block_size: int | None = Field(
@@ -168,6 +196,32 @@ class Settings(BaseSettings):
             return [k.strip() for item in value for k in str(item).split(",") if k.strip()]
         return value
 
+    @field_validator(*PER_MODEL, mode="before")
+    @classmethod
+    def _split_values(cls, value: object) -> object:
+        """One value per model: a list (flags repeated), or comma-separated in one string."""
+        if isinstance(value, str | int | float):
+            value = [value]
+        if isinstance(value, list | tuple):
+            return [v.strip() if isinstance(v, str) else v for item in value for v in _split(item)]
+        return value
+
+    @field_validator("gpu_memory_utilization")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        if any(not 0 < v <= 1 for v in value):
+            raise ValueError("each value must be above 0 and at most 1")
+        if sum(value) > 1 + 1e-9:
+            raise ValueError(f"the models' shares add up to {sum(value):g}, more than the whole GPU (1)")
+        return value
+
+    @field_validator("kv_cache_gib")
+    @classmethod
+    def _sizes(cls, value: list[float]) -> list[float]:
+        if any(v <= 0 for v in value):
+            raise ValueError("each value must be above 0")
+        return value
+
     @field_validator("score_cache_url", "otlp_traces_endpoint", mode="before")
     @classmethod
     def _no_url_is_none(cls, value: object) -> object:
@@ -194,14 +248,45 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        n = len(self.model)
+        if n == 0:
+            raise ValueError("--model: at least one model")
         if not self.served_model_name:
-            self.served_model_name = self.model
+            self.served_model_name = list(self.model)
+        for name, values, one_for_all in (
+            ("served_model_name", self.served_model_name, False),
+            ("model_kind", self.model_kind, True),
+            ("gpu_memory_utilization", self.gpu_memory_utilization, n == 1),
+            ("kv_cache_gib", self.kv_cache_gib, True),
+        ):
+            if values and len(values) != n and not (one_for_all and len(values) == 1):
+                each = "one per --model" if not one_for_all else "one for all models or one per --model"
+                raise ValueError(f"{name}: {len(values)} values for {n} models; give {each}")
+        if len(set(self.served_model_name)) < n:
+            raise ValueError(f"served_model_name: each model needs its own name, got {self.served_model_name}")
         if self.max_pairs_in_flight < self.max_documents:
             raise ValueError(
                 f"max_pairs_in_flight ({self.max_pairs_in_flight}) must be >= max_documents "
                 f"({self.max_documents}), or a full request could never be admitted"
             )
         return self
+
+    def served_models(self) -> list[ServedModel]:
+        """Every model the server serves, the default first."""
+
+        def nth(values: list, i: int) -> object:
+            return values[i] if len(values) > i else (values[0] if len(values) == 1 else None)
+
+        return [
+            ServedModel(
+                model=model,
+                served_model_name=self.served_model_name[i],
+                model_kind=nth(self.model_kind, i) or "auto",
+                gpu_memory_utilization=nth(self.gpu_memory_utilization, i),
+                kv_cache_gib=nth(self.kv_cache_gib, i),
+            )
+            for i, model in enumerate(self.model)
+        ]
 
     def api_keys(self) -> list[str]:
         return [k.get_secret_value() for k in self.api_key]
@@ -216,3 +301,7 @@ class Settings(BaseSettings):
             if keys:
                 overrides["api_key"] = keys
         return cls(**overrides)
+
+
+def _split(item: object) -> list[object]:
+    return [v for v in item.split(",") if v.strip()] if isinstance(item, str) else [item]

@@ -135,7 +135,8 @@ class Supervisor:
         sock = self.sock
         listen_address = f"http://{settings.host}:{settings.port}"
         set_cpu_threads_bind(settings)
-        args = engine_args(settings, model_info(settings))
+        [served] = settings.served_models()  # several models run one API process (engine_args.check_models)
+        args = engine_args(settings, served, model_info(served))
         args._api_process_count, args._api_process_rank = self.count, -1
         vllm_config = args.create_engine_config(UsageContext.OPENAI_API_SERVER)
         listeners = bind_engine_zmq_listeners(vllm_config, self.count)
@@ -217,7 +218,7 @@ class Supervisor:
                 announced = True
                 logger.info(
                     "Engine started. model=%s; %d API processes ready on /v1/rerank",
-                    self.settings.served_model_name,
+                    self.settings.served_model_name[0],
                     self.count,
                 )
                 self.cluster.mark_all_ready()  # /ready turns 200 after the line, as with one process

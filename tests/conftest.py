@@ -152,8 +152,9 @@ def live_server(
             time.sleep(0.02)
         live = LiveServer(f"http://127.0.0.1:{port}", app, server, serving)
         servers.append(live)
-        if start:
-            engine_loop.run(app.state.service.start(engine_override or engine, tokenizer))
+        if start:  # every model of the app on the one engine (tests of several models route by name)
+            for service in app.state.models.services:
+                engine_loop.run(service.start(engine_override or engine, tokenizer))
         return live
 
     yield make

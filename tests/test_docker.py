@@ -102,7 +102,16 @@ def test_every_variable_of_env_example_set_in_env_reaches_the_server(tmp_path: P
     env_file.write_text("RERANK_GPU_MEMORY_UTILIZATION=0.6\n")
     environment = compose_config(env_file=env_file)["services"]["reranker"]["environment"]
     os_env = {k: v for k, v in environment.items() if v is not None}
-    assert settings_from(os_env).gpu_memory_utilization == 0.6
+    assert settings_from(os_env).gpu_memory_utilization == [0.6]
+    # .env.example's two-model example, uncommented, reaches the server as two models with their shares
+    example = re.findall(r"^#   (RERANK_[A-Z_]+=.+)$", (ROOT / ".env.example").read_text(), re.M)
+    env_file.write_text("".join(line + "\n" for line in example))
+    environment = compose_config(env_file=env_file)["services"]["reranker"]["environment"]
+    models = settings_from({k: v for k, v in environment.items() if v is not None}).served_models()
+    assert [(m.served_model_name, m.gpu_memory_utilization) for m in models] == [
+        ("qwen3-reranker-0.6b", 0.25),
+        ("qwen3-reranker-8b", 0.65),
+    ]
 
 
 def settings_from(environment: dict[str, str]):  # noqa: ANN201

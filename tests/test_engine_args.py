@@ -10,7 +10,8 @@ from server.settings import Settings
 
 
 def args_for(model: ModelInfo = QWEN3_RERANKER, **overrides):
-    return engine_args(Settings(model="models/tiny", **overrides), model)
+    settings = Settings(model="models/tiny", **overrides)
+    return engine_args(settings, settings.served_models()[0], model)
 
 
 def test_rerank_defaults_on_the_cpu():

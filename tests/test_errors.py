@@ -245,7 +245,8 @@ def test_overload_is_429_with_retry_after(live_server, engine, engine_loop):
         thread.join(60)
         assert first["r"].status_code == 200
         assert_still_serving(c)
-        assert 'rerank_rejected_requests_total{reason="overloaded"}' in c.get("/metrics").text
+        series = 'rerank_rejected_requests_total{model="qwen3-reranker-test",reason="overloaded"}'
+        assert series in c.get("/metrics").text
 
 
 def test_two_requests_in_flight_with_one_request_id_are_both_scored(live_server, engine, engine_loop):

@@ -28,7 +28,7 @@ HELM = ROOT / ".tools/bin/helm"
 EXAMPLES = sorted((CHART / "examples").glob("*.yaml"))
 VALUE_SETS = [None, *EXAMPLES]  # None: the chart's defaults
 K8S_VERSION = "1.30.0"  # an older release still supported by every API the chart uses
-GPU_EXAMPLES = {"gpu.yaml", "gpu-8b.yaml", "gpu-multi.yaml", "hpa.yaml", "keda.yaml"}
+GPU_EXAMPLES = {"gpu.yaml", "gpu-8b.yaml", "gpu-multi.yaml", "gpu-two-models.yaml", "hpa.yaml", "keda.yaml"}
 
 
 def value_set_id(values: Path | None) -> str:
@@ -194,6 +194,25 @@ def test_a_pod_with_several_gpus_runs_one_engine_per_gpu(helm):
     assert "RERANK_DATA_PARALLEL_SIZE" not in env_of(container(render(helm)))
 
 
+def test_two_models_reach_the_server_in_order_with_their_shares(helm, monkeypatch):
+    from server.settings import Settings
+
+    env = env_of(container(render(helm, CHART / "examples/gpu-two-models.yaml")))
+    assert env["RERANK_MODEL"] == "Qwen/Qwen3-Reranker-0.6B,Qwen/Qwen3-Reranker-8B"
+    for name in [k for k in os.environ if k.startswith("RERANK_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        if isinstance(value, str):
+            monkeypatch.setenv(name, value)
+    small, large = Settings.from_env().served_models()
+    assert (small.served_model_name, small.gpu_memory_utilization) == ("qwen3-reranker-0.6b", 0.25)
+    assert (large.model, large.served_model_name, large.gpu_memory_utilization) == (
+        "Qwen/Qwen3-Reranker-8B",
+        "qwen3-reranker-8b",
+        0.65,
+    )
+
+
 @pytest.mark.parametrize("values", VALUE_SETS, ids=value_set_id)
 def test_replicas_belong_to_the_autoscaler_when_one_is_on(helm, values):
     docs = render(helm, values)
@@ -275,7 +294,7 @@ def test_the_server_accepts_the_rendered_settings(helm, values, monkeypatch):
         monkeypatch.setenv(name, value)
     settings = Settings.from_env()
     assert settings.port == 8000 and str(settings.log_file) == "/workspace/vllm.log"
-    assert settings.model.startswith("Qwen/Qwen3-Reranker-")
+    assert settings.model[0].startswith("Qwen/Qwen3-Reranker-")
 
 
 @pytest.mark.parametrize("values", VALUE_SETS, ids=value_set_id)

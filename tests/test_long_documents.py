@@ -178,7 +178,8 @@ def test_more_windows_than_the_engine_takes_is_413(live_server, tokenizer):
         )
         assert_error(response, 413, "payload_too_large", r"split into \d+ windows, more pairs than the engine takes")
         assert_still_serving(c)
-        assert 'rerank_rejected_requests_total{reason="too_many_pairs"}' in c.get("/metrics").text
+        series = 'rerank_rejected_requests_total{model="qwen3-reranker-test",reason="too_many_pairs"}'
+        assert series in c.get("/metrics").text
 
 
 @pytest.mark.engine

@@ -18,8 +18,9 @@ def samples(metrics: Metrics) -> dict[str, float]:
 def test_tokens_and_the_prefix_cache_ratio_count_the_engine_apart_from_the_score_cache():
     metrics = Metrics()
     assert samples(metrics)["rerank_prefix_cache_hit_ratio"] == 0.0  # nothing scored yet: 0, not a division error
-    metrics.record_request(documents=4, prompt=1000, engine=1000, cached=250)  # the engine scored all, 1/4 cached
-    metrics.record_request(documents=4, prompt=1000, engine=0, cached=0)  # a repeat answered by the score cache
+    model = metrics.for_model("m")
+    model.record_request(documents=4, prompt=1000, engine=1000, cached=250)  # the engine scored all, 1/4 cached
+    model.record_request(documents=4, prompt=1000, engine=0, cached=0)  # a repeat answered by the score cache
     values = samples(metrics)
     assert values["rerank_prompt_tokens_total"] == 2000
     assert values["rerank_engine_prompt_tokens_total"] == 1000
@@ -40,8 +41,21 @@ def test_every_refusal_reason_is_a_series_from_the_start():
     from server.metrics import RejectReason
 
     metrics = Metrics()
+    model = metrics.for_model("m")
     text = metrics.render().decode()
     for reason in RejectReason:
-        assert f'rerank_rejected_requests_total{{reason="{reason}"}} 0.0' in text
-    metrics.reject(RejectReason.OVERLOADED)
-    assert 'rerank_rejected_requests_total{reason="overloaded"} 1.0' in metrics.render().decode()
+        assert f'rerank_rejected_requests_total{{model="m",reason="{reason}"}} 0.0' in text
+    model.reject(RejectReason.OVERLOADED)
+    assert 'rerank_rejected_requests_total{model="m",reason="overloaded"} 1.0' in metrics.render().decode()
+
+
+def test_two_models_series_are_apart_and_the_prefix_ratio_counts_both():
+    metrics = Metrics()
+    small, large = metrics.for_model("small"), metrics.for_model("large")
+    small.record_request(documents=2, prompt=100, engine=100, cached=50)
+    large.record_request(documents=3, prompt=300, engine=300, cached=0)
+    small.engine_up.set(1)
+    assert metrics.registry.get_sample_value("rerank_prompt_tokens_total", {"model": "small"}) == 100
+    assert metrics.registry.get_sample_value("rerank_prompt_tokens_total", {"model": "large"}) == 300
+    assert metrics.registry.get_sample_value("rerank_engine_up", {"model": "large"}) == 0
+    assert samples(metrics)["rerank_prefix_cache_hit_ratio"] == 50 / 400

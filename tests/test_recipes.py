@@ -35,7 +35,7 @@ def python_recipes(server) -> dict[str, dict]:  # noqa: ANN001
     found = {}
     for code in recipes("python"):
         namespace: dict = {}
-        exec(compile(adapted(code, server.url, server.service.settings.served_model_name), "README", "exec"), namespace)  # noqa: S102
+        exec(compile(adapted(code, server.url, server.service.name), "README", "exec"), namespace)  # noqa: S102
         key = next(k for k in ("langchain", "llama_index", "cohere") if k in code)
         found[key] = namespace
     assert set(found) == {"cohere", "langchain", "llama_index"}
@@ -87,9 +87,7 @@ def test_cohere_v1_max_chunks_per_doc_chunks_a_long_document(server):
     documents = [long_document, "Gravity is a force."]
     query = "What is the capital of China?"
     co = cohere.Client(api_key=API_KEY, base_url=server.url)
-    response = co.rerank(
-        model=server.service.settings.served_model_name, query=query, documents=documents, max_chunks_per_doc=3
-    )
+    response = co.rerank(model=server.service.name, query=query, documents=documents, max_chunks_per_doc=3)
     sdk_scores = {r.index: r.relevance_score for r in response.results}
 
     def server_score(**extra) -> tuple[float, dict | None]:  # noqa: ANN003
@@ -114,7 +112,7 @@ def test_cohere_async_client(server, client):
     async def run() -> list[int]:
         co = cohere.AsyncClientV2(api_key=API_KEY, base_url=server.url)
         response = await co.rerank(
-            model=server.service.settings.served_model_name,
+            model=server.service.name,
             query="What is the capital of China?",
             documents=["Gravity is a force.", "Beijing is the capital of China."],
         )

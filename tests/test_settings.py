@@ -42,10 +42,9 @@ def test_invalid_values_are_refused_at_start_up():
 def test_empty_values_mean_none():
     settings = Settings(log_file="", score_cache_url="")
     assert settings.log_file is None and settings.score_cache_url is None
-    assert (
-        Settings(model="m").served_model_name == "m"
-        and Settings(model="m", served_model_name="n").served_model_name == "n"
-    )
+    assert Settings(model="m").served_model_name == ["m"] and Settings(
+        model="m", served_model_name="n"
+    ).served_model_name == ["n"]
 
 
 def test_an_empty_variable_keeps_the_default(monkeypatch):
@@ -53,7 +52,7 @@ def test_an_empty_variable_keeps_the_default(monkeypatch):
     for name in ("DTYPE", "MAX_NUM_SEQS", "GPU_MEMORY_UTILIZATION", "ENFORCE_EAGER", "MAX_DOCUMENTS"):
         monkeypatch.setenv(f"RERANK_{name}", "")
     settings = Settings.from_env()
-    assert settings.dtype == "auto" and settings.max_num_seqs is None and settings.gpu_memory_utilization is None
+    assert settings.dtype == "auto" and settings.max_num_seqs is None and settings.gpu_memory_utilization == []
     assert settings.enforce_eager is False and settings.max_documents == Settings.model_fields["max_documents"].default
 
 

@@ -267,6 +267,29 @@ def test_browser_status_line_turns_ready_when_the_server_comes_up(live_server):
         ui.close()
 
 
+@pytest.mark.browser
+@needs_browser
+def test_browser_picks_the_model_that_answers(live_server, tiny_model):
+    """With several models the page lists them (the default first) and the one picked answers."""
+    from selenium.webdriver.common.by import By
+
+    two = live_server(model=[str(tiny_model)] * 2, served_model_name=["small", "large"])
+    ui = WebUI(two.url)
+    try:
+        ui.wait_for(lambda: "Ready: model" in ui.text("#status"))
+        ui.rerank("What is the capital of China?", "Gravity is a force.\nThe capital of China is Beijing.")
+        ui.wait_for(lambda: "Ranked 2 documents with small" in ui.text())  # the default, preselected
+        ui.driver.find_element(By.CSS_SELECTOR, "#model input").click()
+        option = "#model li[role=option][aria-label=large]"
+        ui.wait_for(lambda: ui.driver.find_elements(By.CSS_SELECTOR, option))
+        ui.driver.find_element(By.CSS_SELECTOR, option).click()
+        ui.driver.find_element(By.XPATH, "//button[normalize-space()='Rerank']").click()
+        ui.wait_for(lambda: "Ranked 2 documents with large" in ui.text())
+        ui.driver.save_screenshot(str(ARTIFACTS / "webui-models.png"))
+    finally:
+        ui.close()
+
+
 def _up(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200

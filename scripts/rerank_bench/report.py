@@ -101,6 +101,35 @@ def long_report(rounds: dict[str, list[Result]], args: argparse.Namespace) -> di
     return out
 
 
+def models_report(rounds: dict[str, list[Result]], args: argparse.Namespace) -> dict:
+    """bench.py models: each run's median round, and the first model's docs/s beside a second model
+    (idle, then under mixed traffic) over its docs/s served alone, per round."""
+    print(
+        f"\nmodel {args.model} (first) and {args.second_model} (second), {args.requests} requests a run x "
+        f"{args.rounds} rounds, concurrency {args.concurrency} (each, in the mixed runs); median round by docs/s"
+    )
+    print("| run | docs/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|")
+    for run, results in rounds.items():
+        m = median_result(results).summary()
+        print(f"| {run} | {m['docs/s']} | {m['p50_ms']} | {m['p99_ms']} | {m['errors']} |")
+    alone = rounds["one model"]
+    ratios = {
+        run: sorted(a.docs_per_s / b.docs_per_s for a, b in zip(rounds[run], alone, strict=True))
+        for run in ("two: first alone", "two: mixed, first")
+    }
+    mixed_total = sorted(
+        (a.docs_per_s + b.docs_per_s) / c.docs_per_s
+        for a, b, c in zip(rounds["two: mixed, first"], rounds["two: mixed, second"], alone, strict=True)
+    )
+    for run, values in {**ratios, "two: mixed, both together": mixed_total}.items():
+        print(f"{run} / one model alone, docs/s per round: {' '.join(f'{v:.2f}' for v in values)}")
+    out = {"rounds": {k: [r.summary() for r in v] for k, v in rounds.items()}, "args": vars(args)}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return out
+
+
 def cache_report(rounds: dict[tuple[str, str], list[Result]], hit_ratios: dict[str, list[float]], args) -> dict:  # noqa: ANN001
     """bench.py cache: each workload with the score cache on and off, median rounds and ratios."""
     print(

@@ -58,6 +58,10 @@ class Workload:
             [{**r, "query": f"{strategy} {r['query']}", "long_document_strategy": strategy} for r in self.requests]
         )
 
+    def for_model(self, name: str) -> Workload:
+        """The same requests naming a served model (a server of several: docs/models.md)."""
+        return Workload([{**r, "model": name} for r in self.requests])
+
 
 def search(n: int, seed: int, docs: tuple[int, int], doc_tokens: tuple[int, int]) -> Workload:
     """The search workload: short queries over 100-500-token passages (the defaults of bench.py)."""
