@@ -133,7 +133,7 @@ class RerankService:
         except OSError as exc:
             logger.warning("score cache off: the model's files cannot be read to identify them (%s)", exc)
             return None
-        identity = weights + engine_identity(self.model_dtype or self.settings.dtype) + self.model.kind.encode()
+        identity = weights + f"{self.model.kind}; ".encode() + engine_identity(self.model_dtype or self.settings.dtype)
         cache = ScoreCache.from_settings(self.settings, identity, on_error=self.metrics.score_cache_errors.inc)
         logger.info("score cache identified in %.2fs", time.perf_counter() - started)
         return cache

@@ -505,7 +505,7 @@ def test_docker_compose_comes_up_on_a_cpu_with_the_webui_and_the_cache_profile(
 
         assert wait_until(lambda: _get(f"http://127.0.0.1:{webui_port}/") == 200, timeout=120)
         table, _, message, status, *_ = Client(f"http://127.0.0.1:{webui_port}/", verbose=False).predict(
-            QUERY["query"], "\n".join(QUERY["documents"][:3]), "", 0, "truncate", api_name="/on_submit"
+            QUERY["query"], "\n".join(QUERY["documents"][:3]), "", 0, "truncate", None, api_name="/on_submit"
         )
         assert "Ready" in status, status
         assert len(table["data"]) == 3, (table, message)

@@ -57,6 +57,30 @@ def test_data_parallel_size_is_passed_to_vllm_on_a_gpu(monkeypatch):
     assert args.data_parallel_external_lb is False  # vLLM's own balancing inside this process
 
 
+def test_several_models_on_a_gpu_each_get_their_share(monkeypatch):
+    """Two engines on one GPU: each its own --gpu-memory-utilization, required (cannot run here:
+    checked on the arguments); one API process by default."""
+    import server.engine_args
+    from server.engine_args import api_processes, check_models
+
+    monkeypatch.setattr(server.engine_args, "on_cpu", lambda: False)
+    two = {"model": ["models/small", "models/large"]}
+    with pytest.raises(ValueError, match="need --gpu-memory-utilization for each"):
+        check_models(Settings(**two))
+    settings = Settings(**two, gpu_memory_utilization=[0.25, 0.65])
+    check_models(settings)
+    assert api_processes(settings) == 1 and api_processes(Settings(model="models/small")) == 2
+    small, large = (engine_args(settings, served, QWEN3_RERANKER) for served in settings.served_models())
+    assert (small.model, small.gpu_memory_utilization, large.model, large.gpu_memory_utilization) == (
+        "models/small",
+        0.25,
+        "models/large",
+        0.65,
+    )
+    with pytest.raises(ValueError, match="one API process"):
+        check_models(Settings(**two, gpu_memory_utilization=[0.25, 0.65], api_processes=2))
+
+
 def test_data_parallel_size_needs_gpus():
     with pytest.raises(ValueError, match="one GPU per engine"):
         args_for(data_parallel_size=2)

@@ -174,7 +174,7 @@ def test_a_server_answering_429_is_retried_to_completion(live_server, engine, tm
     busy = live_server(engine_override=held, max_pairs_in_flight=DEPTH, max_documents=DEPTH)
 
     def overloaded() -> float:
-        return busy.service.metrics.rejected.labels("overloaded")._value.get()
+        return busy.app.state.metrics.rejected.labels(busy.service.name, "overloaded")._value.get()
 
     data, out = tmp_path / "beir", tmp_path / "out"
     make_beir(data)

@@ -80,4 +80,5 @@ def test_load_with_hang_ups(server, engine):
     assert wait_until(lambda: engine.llm.get_num_unfinished_requests() == 0, timeout=60)
     assert server.service.pairs_in_flight == 0
     metrics = httpx.get(server.url + "/metrics", headers=headers).text
-    assert "rerank_requests_in_flight 0.0" in metrics and "rerank_pairs_in_flight 0.0" in metrics
+    assert 'rerank_requests_in_flight{model="qwen3-reranker-test"} 0.0' in metrics
+    assert "rerank_pairs_in_flight 0.0" in metrics

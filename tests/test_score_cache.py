@@ -228,14 +228,14 @@ def test_redis_password_never_reaches_the_log(live_server, engine, redis_server,
 
 
 def test_the_cache_identity_follows_the_engines_dtype(live_server, engine, tiny_model):
-    """The key holds the dtype the engine runs, not the one asked for (auto resolves to one)."""
+    """The key holds the model's kind, and the dtype the engine runs, not the one asked for (auto resolves to one)."""
     live, _ = counted_server(live_server, engine)
     identity = live.service.score_cache.identity
     assert identity.endswith(b"; float32")
     from server.engine_args import engine_identity
     from server.model_files import weights_identity
 
-    assert identity == weights_identity(str(tiny_model)) + engine_identity("float32")
+    assert identity == weights_identity(str(tiny_model)) + b"qwen3-reranker; " + engine_identity("float32")
 
 
 def test_another_vllm_release_behind_one_redis_never_reads_the_old_logits(
