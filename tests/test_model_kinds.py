@@ -123,9 +123,8 @@ def test_over_length_documents_are_cut_as_the_reference_cuts_them(served):
 
 
 @pytest.mark.engine
+@pytest.mark.parametrize("served", ["cross-encoder"], indirect=True)  # the Qwen3 kinds: test_long_documents.py
 def test_a_cross_encoder_scores_a_chunked_document_by_its_best_window(served):
-    if MODELS[served.name]["kind"] is not ModelKind.CROSS_ENCODER:
-        pytest.skip("the Qwen3 kinds share the original's chunking, tested in test_long_documents.py")
     from tests.reference import CrossEncoderReference
 
     doc = WHOLE_WORDS * 120
@@ -146,9 +145,8 @@ def test_a_cross_encoder_scores_a_chunked_document_by_its_best_window(served):
 
 
 @pytest.mark.engine
+@pytest.mark.parametrize("served", ["cross-encoder"], indirect=True)  # the Qwen3 kinds take one
 def test_a_cross_encoder_refuses_an_instruction(served):
-    if MODELS[served.name]["kind"] is not ModelKind.CROSS_ENCODER:
-        pytest.skip("the Qwen3 kinds take an instruction")
     with served.live.client() as client:
         response = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS, "instruction": "Find it"})
         assert response.status_code == 400
