@@ -34,7 +34,7 @@ def create_app(settings: Settings, cluster: Cluster | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.tracing = tracing  # shut down by whoever runs the app (server/process.py)
     models = ServedModels(
-        [RerankService(settings, metrics, cluster, tracing, served) for served in settings.served_models()]
+        [RerankService(settings, served, metrics, cluster, tracing) for served in settings.served_models()]
     )
     app.state.models = models
     app.state.service = models.default  # the default model's (the only one's, usually)

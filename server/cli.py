@@ -95,8 +95,8 @@ def check_model(model: str) -> None:
 
 def check_models(settings: Settings) -> None:
     """Each model is readable and its config says it is a reranker this server serves (or
-    --model-kind does); several models have what they need (server/engine_args.py check_models)."""
-    from server.engine_args import check_models
+    --model-kind does); several models have what they need (server/engine_args.py)."""
+    from server.engine_args import check_several_models
     from server.model_kind import model_info
 
     for served in settings.served_models():
@@ -106,7 +106,7 @@ def check_models(settings: Settings) -> None:
         except Exception as exc:  # an unknown kind, or a config.json that cannot be read
             refuse(f"model {served.model}: {exc}")
     try:
-        check_models(settings)
+        check_several_models(settings)
     except ValueError as exc:
         refuse(str(exc))
 

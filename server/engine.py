@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from server.engine_args import engine_args, on_cpu, set_cpu_threads_bind
-from server.model_kind import model_info
+from server.model_kind import ModelInfo, model_info
 from server.rerank_job import sigmoid
 from server.settings import ServedModel, Settings
 
@@ -199,13 +199,16 @@ def start_async_llm(args: AsyncEngineArgs, client: EngineClient | None = None) -
 
 @asynccontextmanager
 async def open_engine(
-    settings: Settings, served: ServedModel | None = None, client: EngineClient | None = None
+    settings: Settings,
+    served: ServedModel | None = None,
+    client: EngineClient | None = None,
+    info: ModelInfo | None = None,
 ) -> AsyncIterator[VllmEngine]:
     """Start vLLM for one served model (default: the first; or connect to the supervisor's engine
-    core), yield it, and shut it down on exit."""
+    core), yield it, and shut it down on exit. `info`: its kind (default: read from its config)."""
     served = served or settings.served_models()[0]
     set_cpu_threads_bind(settings)
-    info = await asyncio.to_thread(model_info, served)
+    info = info or await asyncio.to_thread(model_info, served)
     args = engine_args(settings, served, info)
     if client is None:
         logger.info(

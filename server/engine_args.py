@@ -151,7 +151,7 @@ def api_processes(settings: Settings) -> int:
     return 1 if on_cpu() or len(settings.model) > 1 else 2
 
 
-def check_models(settings: Settings) -> None:
+def check_several_models(settings: Settings) -> None:
     """What several models need, checked before any loads: one API process, and on a GPU an
     explicit memory share each (vLLM's default, 0.9 each, cannot fit two engines on one GPU)."""
     if len(settings.model) == 1:

@@ -39,7 +39,6 @@ POSITIONS_AFTER_PADDING = {"roberta", "xlm-roberta", "camembert"}
 @dataclass(frozen=True)
 class ModelInfo:
     kind: ModelKind
-    architecture: str
     identity_activation: bool = False  # the score is the logit itself, not sigmoid(logit)
     max_positions: int | None = None  # the most tokens the model takes, if its positions are learned
 
@@ -52,7 +51,7 @@ class ModelInfo:
         return requested if self.max_positions is None else min(requested, self.max_positions)
 
 
-QWEN3_RERANKER = ModelInfo(ModelKind.QWEN3_RERANKER, "Qwen3ForCausalLM")
+QWEN3_RERANKER = ModelInfo(ModelKind.QWEN3_RERANKER)
 
 
 def model_info(served: ServedModel) -> ModelInfo:
@@ -67,7 +66,7 @@ def info_from_config(config: dict[str, Any], kind: ModelKind | None = None) -> M
     if kind is None:
         kind = detect_kind(architecture, model_type)
     if kind is ModelKind.QWEN3_RERANKER:
-        return ModelInfo(kind, architecture)
+        return ModelInfo(kind)
     labels = len(config["id2label"]) if config.get("id2label") else int(config.get("num_labels", 2))
     if labels != 1:
         raise ValueError(
@@ -82,7 +81,7 @@ def info_from_config(config: dict[str, Any], kind: ModelKind | None = None) -> M
         max_positions = int(config["max_position_embeddings"])
         if model_type in POSITIONS_AFTER_PADDING:
             max_positions -= int(config.get("pad_token_id", 1)) + 1
-    return ModelInfo(kind, architecture, identity, max_positions)
+    return ModelInfo(kind, identity, max_positions)
 
 
 def detect_kind(architecture: str, model_type: str) -> ModelKind:

@@ -22,6 +22,7 @@ from server.app import create_app
 from server.cluster import Cluster
 from server.engine import EngineClient, VllmEngine, open_engine
 from server.engine_processes import WATCHDOG_INTERVAL_S, end_process_now, watch_engine_start
+from server.model_kind import model_info
 from server.served_models import ServedModels
 from server.serving import RerankService
 from server.settings import Settings
@@ -91,14 +92,12 @@ async def run_engines(settings: Settings, client: EngineClient | None, models: S
     """Start each model's engine in turn (on a GPU each one measures the memory the ones before
     left), hand it to its service, then watch them all. Returns once one has died or failed (the
     process must then exit 1); cancelled at shutdown, it closes the engines."""
-    several = len(models.services) > 1
     try:
         async with contextlib.AsyncExitStack() as stack:
             engines: list[VllmEngine] = []
             for service in models.services:
-                service.announce_start = not several
                 engines.append(await start_engine(settings, client, service, stack))
-            if several:
+            if len(models.services) > 1:  # one model's service says it itself
                 logger.info("Engine started. models=%s; ready on /v1/rerank", ", ".join(models.names))
             while not any(engine.is_dead for engine in engines):
                 await asyncio.sleep(WATCHDOG_INTERVAL_S)
@@ -122,8 +121,9 @@ async def start_engine(
     watch = asyncio.create_task(watch_engine_start())
     try:
         async with asyncio.timeout(settings.startup_timeout):
-            engine = await stack.enter_async_context(open_engine(settings, service.served, client))
-            await service.start(engine)
+            info = await asyncio.to_thread(model_info, service.served)  # once, for the engine and the prompts
+            engine = await stack.enter_async_context(open_engine(settings, service.served, client, info))
+            await service.start(engine, model=info)
             return engine
     except TimeoutError:
         logger.error(

@@ -36,11 +36,6 @@ class ServedModels:
         return self.by_name.get(name or "", self.default)
 
     @property
-    def ready(self) -> bool:
-        """Every model can score (and the server is not draining)."""
-        return all(service.ready for service in self.by_name.values())
-
-    @property
     def draining(self) -> bool:
         return self.default.draining
 

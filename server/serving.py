@@ -48,16 +48,15 @@ class RerankService:
     def __init__(
         self,
         settings: Settings,
+        served: ServedModel,
         metrics: Metrics,
         cluster: Cluster | None = None,
         tracing: Tracing = NO_TRACING,
-        served: ServedModel | None = None,
     ) -> None:
         self.settings = settings
-        self.served = served or settings.served_models()[0]
-        self.name = self.served.served_model_name  # what requests' `model` names
+        self.served = served
+        self.name = served.served_model_name  # what requests' `model` names
         self.metrics = metrics.for_model(self.name)
-        self.announce_start = True  # log `Engine started.` once warm (off when the server has several models)
         self.tracing = tracing  # off unless an OTLP endpoint is set (server/tracing.py)
         self.cluster = cluster  # the server's other API processes, if it runs several
         self.engine: Engine | None = None
@@ -98,7 +97,7 @@ class RerankService:
 
     async def start(self, engine: Engine, tokenizer: Tokenizer | None = None, model: ModelInfo | None = None) -> None:
         """Attach a running engine, score a warm-up request, then report ready. `model`: the model's
-        kind (default: read from its config, as the engine did)."""
+        kind as the engine was started for it (default: read from its config)."""
         if tokenizer is None:
             tokenizer = await asyncio.to_thread(load_tokenizer, self.served.model)
         self.model = model or await asyncio.to_thread(model_info, self.served)
@@ -114,7 +113,7 @@ class RerankService:
         elapsed = time.perf_counter() - started
         if self.cluster is not None:  # the supervisor says `Engine started.` once all are
             self.cluster.mark_warmed_up()
-        if self.cluster is not None or not self.announce_start:
+        if self.cluster is not None or len(self.settings.model) > 1:  # several: server/process.py says it
             logger.info("model %s (%s): warm-up rerank scored in %.2fs", self.name, self.model.kind, elapsed)
             return
         logger.info(

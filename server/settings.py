@@ -187,19 +187,10 @@ class Settings(BaseSettings):
         "else http/protobuf)",
     )
 
-    @field_validator("api_key", mode="before")
-    @classmethod
-    def _split_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, list | tuple):
-            return [k.strip() for item in value for k in str(item).split(",") if k.strip()]
-        return value
-
-    @field_validator(*PER_MODEL, mode="before")
+    @field_validator("api_key", *PER_MODEL, mode="before")
     @classmethod
     def _split_values(cls, value: object) -> object:
-        """One value per model: a list (flags repeated), or comma-separated in one string."""
+        """API keys, or one value per model: a list (flags repeated), or comma-separated in one string."""
         if isinstance(value, str | int | float):
             value = [value]
         if isinstance(value, list | tuple):

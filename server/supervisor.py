@@ -135,7 +135,7 @@ class Supervisor:
         sock = self.sock
         listen_address = f"http://{settings.host}:{settings.port}"
         set_cpu_threads_bind(settings)
-        [served] = settings.served_models()  # several models run one API process (engine_args.check_models)
+        [served] = settings.served_models()  # several models run one API process (engine_args.check_several_models)
         args = engine_args(settings, served, model_info(served))
         args._api_process_count, args._api_process_rank = self.count, -1
         vllm_config = args.create_engine_config(UsageContext.OPENAI_API_SERVER)

@@ -26,9 +26,9 @@ def test_each_kind_gets_its_own_head():
     """The original's yes/no head needs the overrides; a converted classifier or a cross-encoder runs
     its own; an encoder shares no prefix and takes at most its positions."""
     assert args_for().hf_overrides == QWEN3_RERANKER_HF_OVERRIDES
-    seq_cls = args_for(ModelInfo(ModelKind.QWEN3_SEQ_CLS, "Qwen3ForSequenceClassification"))
+    seq_cls = args_for(ModelInfo(ModelKind.QWEN3_SEQ_CLS))
     assert not seq_cls.hf_overrides and seq_cls.enable_prefix_caching and seq_cls.max_model_len == 8192
-    bert = args_for(ModelInfo(ModelKind.CROSS_ENCODER, "BertForSequenceClassification", max_positions=512))
+    bert = args_for(ModelInfo(ModelKind.CROSS_ENCODER, max_positions=512))
     assert (bool(bert.hf_overrides), bert.enable_prefix_caching, bert.max_model_len) == (False, False, 512)
 
 
@@ -61,14 +61,14 @@ def test_several_models_on_a_gpu_each_get_their_share(monkeypatch):
     """Two engines on one GPU: each its own --gpu-memory-utilization, required (cannot run here:
     checked on the arguments); one API process by default."""
     import server.engine_args
-    from server.engine_args import api_processes, check_models
+    from server.engine_args import api_processes, check_several_models
 
     monkeypatch.setattr(server.engine_args, "on_cpu", lambda: False)
     two = {"model": ["models/small", "models/large"]}
     with pytest.raises(ValueError, match="need --gpu-memory-utilization for each"):
-        check_models(Settings(**two))
+        check_several_models(Settings(**two))
     settings = Settings(**two, gpu_memory_utilization=[0.25, 0.65])
-    check_models(settings)
+    check_several_models(settings)
     assert api_processes(settings) == 1 and api_processes(Settings(model="models/small")) == 2
     small, large = (engine_args(settings, served, QWEN3_RERANKER) for served in settings.served_models())
     assert (small.model, small.gpu_memory_utilization, large.model, large.gpu_memory_utilization) == (
@@ -78,7 +78,7 @@ def test_several_models_on_a_gpu_each_get_their_share(monkeypatch):
         0.65,
     )
     with pytest.raises(ValueError, match="one API process"):
-        check_models(Settings(**two, gpu_memory_utilization=[0.25, 0.65], api_processes=2))
+        check_several_models(Settings(**two, gpu_memory_utilization=[0.25, 0.65], api_processes=2))
 
 
 def test_data_parallel_size_needs_gpus():
