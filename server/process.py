@@ -34,11 +34,17 @@ LISTEN_BACKLOG = 2048
 
 def bind_socket(settings: Settings) -> socket.socket:
     """The HTTP listening socket, bound before anything else starts, so that a taken port fails in
-    a second rather than after the model has loaded. Raises OSError (e.g. address in use)."""
+    a second rather than after the model has loaded. Raises OSError (e.g. address in use).
+
+    Its protocol is named (IPPROTO_TCP, not 0): asyncio sets TCP_NODELAY only on connections whose
+    socket says TCP. Without it Nagle's algorithm holds a response's body until the client acks its
+    headers, and a client on a kept-alive connection delays that ack by 40 ms: every response after
+    a connection's first took 40 ms longer (what `vllm bench serve`'s aiohttp client measured)."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted connections inherit it (Linux)
         sock.bind((settings.host, settings.port))
         sock.listen(LISTEN_BACKLOG)
     except OSError:
