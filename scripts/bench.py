@@ -202,10 +202,15 @@ def peers(args: argparse.Namespace) -> dict:
     runs: list[peer_tools.PeerRun] = []
     with tempfile.TemporaryDirectory(prefix="rerank-bench-") as tmp:
         workdir = Path(tmp)
-        servers = start_servers(args, workdir, [("vllm", 1), ("ours", 1)])
+        specs: list = [("vllm", 1), ("ours", 1)]
+        for variant in args.variant:  # more of ours: other flags or environment, each against vLLM's
+            tag, _, flags = variant.partition("=")
+            specs.append(("ours", 1, tag, flags.split()))
+        servers = start_servers(args, workdir, specs)
         try:
-            for r in range(args.rounds + 1):  # round 0 warms both up (compile, caches) and is not kept
-                order = ["vllm", "ours"] if r % 2 == 0 else ["ours", "vllm"]
+            for r in range(args.rounds + 1):  # round 0 warms all up (compile, caches) and is not kept
+                # rotate the order, so that drift on a noisy machine hits all
+                order = list(servers)[r % len(servers) :] + list(servers)[: r % len(servers)]
                 for tool in tools:
                     for tag in order:
                         if tool == "aiperf-tei" and tag == "vllm":
@@ -279,8 +284,9 @@ def main() -> None:
                 "--variant",
                 action="append",
                 default=[],
-                help="compare: also this server with more flags, TAG='--flag value ...' (repeatable; TAG without "
-                "'-'); {otlp} in the flags: the URL of an OTLP/HTTP sink the benchmark runs",
+                help="compare, peers: also this server with more flags, TAG='--flag value ...' (repeatable; TAG "
+                "without '-'); NAME=VALUE among them sets that environment variable for it; compare: {otlp} in "
+                "the flags: the URL of an OTLP/HTTP sink the benchmark runs",
             )
             p.add_argument(
                 "--api-processes",

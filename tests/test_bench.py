@@ -112,10 +112,13 @@ def test_the_peers_report_pairs_each_rounds_servers(tmp_path) -> None:  # noqa: 
 
     runs = [run("vllm", 1, 10, 100), run("ours", 1, 12, 80), run("vllm", 2, 10, 100), run("ours", 2, 9, 110)]
     runs.append(PeerRun("aiperf-tei", "ours", 1, 5.0, 80.0, 50, 90, 0, "cmd"))
+    runs.append(run("passive", 2, 15, 50))  # a variant of ours, paired with vLLM's run of its round
     summary = peers_report(runs, argparse.Namespace(json=str(tmp_path / "peers.json")))
     bench = summary["tools"]["vllm-bench"]
     assert bench["requests_per_s_ratio"] == [1.2, 0.9] and bench["lowest"] == 0.9 and bench["p50_ratio"] == [0.8, 1.1]
     assert summary["tools"]["aiperf-tei"] == {"ours_requests_per_s": [5.0]}  # no vLLM side: ours alone
+    assert summary["tools"]["vllm-bench passive"]["requests_per_s_ratio"] == [1.5]
+    assert summary["tools"]["vllm-bench passive"]["p50_ratio"] == [0.5]
     assert (tmp_path / "peers.json").exists()
 
 

@@ -164,41 +164,45 @@ def cache_report(rounds: dict[tuple[str, str], list[Result]], hit_ratios: dict[s
 
 
 def peers_report(runs: list, args: argparse.Namespace) -> dict:
-    """Per tool: each round's ours/vLLM ratio of requests/s and of p50 latency, their medians and
-    lowest; every run and the exact command lines in --json."""
+    """Per tool and server of ours (ours, and each --variant): each round's ours/vLLM ratio of
+    requests/s and of p50 latency, their medians and lowest; every run and the exact command lines
+    in --json."""
     import statistics
 
     summary: dict = {"tools": {}, "runs": [vars(r) for r in runs]}
     for tool in dict.fromkeys(r.tool for r in runs):
-        by_round = {}
+        by_round: dict[int, dict] = {}
         for run in (r for r in runs if r.tool == tool):
             by_round.setdefault(run.round, {})[run.server] = run
-        rows = [pair for pair in by_round.values() if {"ours", "vllm"} <= set(pair)]
-        if not rows:
-            ours = [r.requests_per_s for r in runs if r.tool == tool]
-            summary["tools"][tool] = {"ours_requests_per_s": ours}
-            print(f"{tool}: ours alone, requests/s per round {', '.join(f'{x:.2f}' for x in ours)}")
-            continue
-        for server in ("vllm", "ours"):
-            cpu = [p[server].cpu_ms_per_request for p in rows if p[server].cpu_ms_per_request]
-            if cpu:
+        servers = list(dict.fromkeys(r.server for r in runs if r.tool == tool))
+        for server in servers:
+            cpu = [p[server].cpu_ms_per_request for p in by_round.values() if server in p]
+            if cpu and all(cpu):
                 median_cpu = {kind: statistics.median(c[kind] for c in cpu) for kind in cpu[0]}
                 summary.setdefault("cpu_ms_per_request", {}).setdefault(tool, {})[server] = median_cpu
                 shown = ", ".join(f"{kind} {ms:.1f}" for kind, ms in median_cpu.items() if ms)
                 print(f"{tool} {server}: CPU ms per request (median over rounds): {shown}")
-        ratios = [p["ours"].requests_per_s / p["vllm"].requests_per_s for p in rows]
-        p50 = [p["ours"].p50_ms / p["vllm"].p50_ms for p in rows]
-        summary["tools"][tool] = {
-            "requests_per_s_ratio": ratios,
-            "median": statistics.median(ratios),
-            "lowest": min(ratios),
-            "p50_ratio": p50,
-            "failed": sum(p["ours"].failed + p["vllm"].failed for p in rows),
-        }
-        print(
-            f"{tool}: ours/vLLM requests/s median {statistics.median(ratios):.2f}x (rounds "
-            f"{', '.join(f'{x:.2f}' for x in ratios)}), p50 {statistics.median(p50):.2f}x"
-        )
+        for server in (s for s in servers if s != "vllm"):
+            key = tool if server == "ours" else f"{tool} {server}"
+            rows = [p for p in by_round.values() if {server, "vllm"} <= set(p)]
+            if not rows:
+                ours = [p[server].requests_per_s for p in by_round.values() if server in p]
+                summary["tools"][key] = {"ours_requests_per_s": ours}
+                print(f"{key}: ours alone, requests/s per round {', '.join(f'{x:.2f}' for x in ours)}")
+                continue
+            ratios = [p[server].requests_per_s / p["vllm"].requests_per_s for p in rows]
+            p50 = [p[server].p50_ms / p["vllm"].p50_ms for p in rows]
+            summary["tools"][key] = {
+                "requests_per_s_ratio": ratios,
+                "median": statistics.median(ratios),
+                "lowest": min(ratios),
+                "p50_ratio": p50,
+                "failed": sum(p[server].failed + p["vllm"].failed for p in rows),
+            }
+            print(
+                f"{key}: ours/vLLM requests/s median {statistics.median(ratios):.2f}x (rounds "
+                f"{', '.join(f'{x:.2f}' for x in ratios)}), p50 {statistics.median(p50):.2f}x"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     return summary

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from rerank_bench.workloads import Workload
 from server.engine_args import QWEN3_RERANKER_HF_OVERRIDES, on_cpu
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+ENV_ASSIGNMENT = re.compile(r"^[A-Z][A-Z0-9_]*=")  # a variant's environment variable, not a flag
 
 QWEN3_RERANKER_TEMPLATE = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
@@ -119,9 +121,11 @@ def start_servers(
     ours_only: bool = False,
 ) -> dict[str, tuple[subprocess.Popen, str]]:
     """Start each (kind, API processes[, tag, extra flags of ours]) server, one after the other,
-    each ready before the next. kind: "vllm", "ours", or "ours@REV" (this server at git revision
-    REV). ours_only: every server is ours, and --kv-cache-gib (any size, fractions too) goes to each
-    as its flag instead of vLLM's whole-GiB VLLM_CPU_KVCACHE_SPACE."""
+    each ready before the next. An extra flag of the form NAME=VALUE (NAME in capitals) is an
+    environment variable of that server instead (e.g. OMP_WAIT_POLICY=PASSIVE). kind: "vllm",
+    "ours", or "ours@REV" (this server at git revision REV). ours_only: every server is ours, and
+    --kv-cache-gib (any size, fractions too) goes to each as its flag instead of vLLM's whole-GiB
+    VLLM_CPU_KVCACHE_SPACE."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if Path(args.model).exists():  # a local model, found from any working directory (ours@REV's too)
         args.model = str(Path(args.model).resolve())
@@ -139,6 +143,8 @@ def start_servers(
     for spec in specs:
         kind, processes = spec[0], spec[1]
         tag, extra = (spec[2], spec[3]) if len(spec) == 4 else (label(kind, processes), [])
+        server_env = env | dict(flag.split("=", 1) for flag in extra if ENV_ASSIGNMENT.match(flag))
+        extra = [flag for flag in extra if not ENV_ASSIGNMENT.match(flag)]
         port = free_port()
         if kind == "vllm":
             cmd = [
@@ -156,7 +162,9 @@ def start_servers(
             ]  # fmt: skip
         cwd = checkout(kind.split("@", 1)[1], workdir) if kind.startswith("ours@") else ROOT
         log = open(workdir / f"{tag}.stdout", "w")  # noqa: SIM115
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         servers[tag] = (proc, f"http://127.0.0.1:{port}")
         try:
             wait_ready(servers[tag][1], proc, "/health" if kind == "vllm" else "/ready", workdir / f"{tag}.stdout")
