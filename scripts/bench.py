@@ -203,6 +203,8 @@ def peers(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="rerank-bench-") as tmp:
         workdir = Path(tmp)
         specs: list = [("vllm", 1), ("ours", 1)]
+        for rev in args.baseline:  # this server as it was at a git revision, against vLLM's
+            specs.append((f"ours@{rev}", 1, f"at_{rev}", []))
         for variant in args.variant:  # more of ours: other flags or environment, each against vLLM's
             tag, _, flags = variant.partition("=")
             specs.append(("ours", 1, tag, flags.split()))
@@ -278,7 +280,7 @@ def main() -> None:
                 "--baseline",
                 action="append",
                 default=[],
-                help="compare: also this server at this git revision (tag at_REV), same flags (repeatable)",
+                help="compare, peers: also this server at this git revision (tag at_REV), same flags (repeatable)",
             )
             p.add_argument(
                 "--variant",

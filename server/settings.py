@@ -82,7 +82,8 @@ class Settings(BaseSettings):
         pattern=r"^(auto|nobind|[0-9,\-|]+)$",
         description="CPU only: cores the engine worker's threads are bound to (vLLM's VLLM_CPU_OMP_THREADS_BIND): "
         "auto (vLLM's: the cores of a NUMA node but one kept for its scheduler, the same ones for every server on "
-        "the host; default, except that on a machine of up to 4 cores the worker gets them all), "
+        "the host; default, except that on a machine of up to 4 cores the worker gets them all, its threads "
+        "sleeping when idle: OMP_WAIT_POLICY=PASSIVE), "
         "nobind, or a core list such as 0-7; servers that share a host's cores: nobind (docs/operations.md)",
     )
     data_parallel_size: int = Field(

@@ -94,22 +94,23 @@ def test_cpu_threads_bind_takes_vllms_forms_only():
 
 
 @pytest.mark.parametrize(
-    ("cores", "env", "flag", "reserved"),
+    ("cores", "env", "flag", "reserved", "wait_policy"),
     [
-        (2, {}, None, "0"),  # a small machine: the worker gets every core
-        (4, {}, None, "0"),
-        (8, {}, None, None),  # vLLM's reserve stays where the gain would be small
-        (2, {"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"}, None, "1"),  # the user's word wins
-        (2, {"VLLM_CPU_OMP_THREADS_BIND": "0"}, None, None),
-        (2, {}, "nobind", None),  # --cpu-threads-bind: vLLM's binding as given
+        (2, {}, None, "0", "PASSIVE"),  # a small machine: the worker gets every core, its threads sleep
+        (4, {}, None, "0", "PASSIVE"),
+        (8, {}, None, None, None),  # vLLM's reserve stays where the gain would be small
+        (2, {"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"}, None, "1", None),  # the user's word wins
+        (2, {"VLLM_CPU_OMP_THREADS_BIND": "0"}, None, None, None),
+        (2, {"OMP_WAIT_POLICY": "ACTIVE"}, None, "0", "ACTIVE"),
+        (2, {}, "nobind", None, None),  # --cpu-threads-bind: vLLM's binding as given
     ],
 )
-def test_small_cpus_give_the_model_worker_every_core(monkeypatch, cores, env, flag, reserved):
+def test_small_cpus_give_the_model_worker_every_core(monkeypatch, cores, env, flag, reserved, wait_policy):
     import os
 
     from server import engine_args as module
 
-    for name in ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND"):
+    for name in ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND", "OMP_WAIT_POLICY"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -118,6 +119,7 @@ def test_small_cpus_give_the_model_worker_every_core(monkeypatch, cores, env, fl
     module.set_cpu_threads_bind(Settings(cpu_threads_bind=flag))
     assert os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU") == reserved
     assert os.environ.get("VLLM_CPU_OMP_THREADS_BIND") == (flag or env.get("VLLM_CPU_OMP_THREADS_BIND"))
+    assert os.environ.get("OMP_WAIT_POLICY") == wait_policy
 
 
 def test_the_engine_identity_names_vllms_release_the_device_and_the_dtype(monkeypatch):
