@@ -208,6 +208,8 @@ def peers(args: argparse.Namespace) -> dict:
         for variant in args.variant:  # more of ours: other flags or environment, each against vLLM's
             tag, _, flags = variant.partition("=")
             specs.append(("ours", 1, tag, flags.split()))
+        if args.infinity:  # a third server: Infinity on a sequence-classification copy of the model
+            specs.append(("infinity", 1, "infinity", []))
         servers = start_servers(args, workdir, specs)
         try:
             for r in range(args.rounds + 1):  # round 0 warms all up (compile, caches) and is not kept
@@ -217,6 +219,8 @@ def peers(args: argparse.Namespace) -> dict:
                     for tag in order:
                         if tool == "aiperf-tei" and tag == "vllm":
                             continue  # vLLM's server does not take TEI's shape
+                        if tool.startswith("aiperf") and tag == "infinity":
+                            continue  # Infinity serves neither /v2/rerank (AIPerf's Cohere path) nor TEI's shape
                         # per round and tool a seed of its own, the same for both servers: no tool's documents
                         # repeat another's (this server's score cache would answer them)
                         (proc, url), seed = servers[tag], args.seed + 1000 * r + tools.index(tool)
@@ -225,7 +229,8 @@ def peers(args: argparse.Namespace) -> dict:
                             profile = peer_tools.Profile(proc.pid, Path(args.profile) / f"{tag}.raw.txt")
                         before = cpu_by_kind(proc.pid)
                         if tool == "vllm-bench":
-                            run = peer_tools.vllm_bench(tag, url, args, r, seed, workdir)
+                            endpoint = "/rerank" if tag == "infinity" else "/v1/rerank"
+                            run = peer_tools.vllm_bench(tag, url, endpoint, args, r, seed, workdir)
                         else:
                             endpoint = {"aiperf-cohere": "cohere_rankings", "aiperf-tei": "hf_tei_rankings"}[tool]
                             run = peer_tools.aiperf(tag, url, endpoint, args, r, seed, workdir)
@@ -314,6 +319,10 @@ def main() -> None:
             p.add_argument(
                 "--profile", help="a directory: py-spy samples each server's processes in round 1's vllm-bench"
             )
+            p.add_argument(
+                "--infinity", help="a third server: Infinity's infinity_emb executable (its own venv), vllm-bench only"
+            )
+            p.add_argument("--infinity-model", help="what Infinity serves: a sequence-classification copy of --model")
             p.add_argument("--aiperf", default=str(Path(__file__).resolve().parent.parent / ".venv-aiperf/bin/aiperf"))
         if name == "soak":
             p.add_argument("--minutes", type=float, default=20)

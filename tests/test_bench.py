@@ -135,3 +135,16 @@ def test_a_profile_is_summed_per_innermost_process(tmp_path) -> None:  # noqa: A
     summary = summarize_profile(raw)
     assert summary.splitlines()[0] == 'process 2:"VLLM::EngineCore": 60 samples'
     assert "   75.0%  encode (tiktoken/core.py:127)" in summary.splitlines()
+
+
+def test_vllm_bench_is_rerun_as_its_console_script_against_each_servers_path(tmp_path) -> None:  # noqa: ANN001
+    import argparse
+
+    from rerank_bench.peers import printable, vllm_bench_command
+
+    args = argparse.Namespace(model="models/tiny", doc_tokens=128, docs=16, requests=10, concurrency=4)
+    printed = printable(vllm_bench_command("http://127.0.0.1:7997", "/rerank", args, 7, tmp_path / "out.json"))
+    assert printed.startswith(
+        "vllm bench serve --backend vllm-rerank --base-url http://127.0.0.1:7997 --endpoint /rerank "
+    )  # Infinity's path; ours and vLLM's /v1/rerank
+    assert "--random-batch-size 16 --num-prompts 160 --max-concurrency 4 --seed 7" in printed

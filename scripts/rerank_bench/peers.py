@@ -31,7 +31,7 @@ main(parser.parse_args(sys.argv[1:]))
 @dataclass
 class PeerRun:
     tool: str  # vllm-bench, aiperf-cohere, aiperf-tei
-    server: str  # vllm, ours
+    server: str  # vllm, ours, a variant of ours (its tag), infinity
     round: int
     requests_per_s: float
     docs_per_s: float
@@ -42,10 +42,10 @@ class PeerRun:
     cpu_ms_per_request: dict[str, float] | None = None  # each process kind's CPU time (load.py's kinds)
 
 
-def vllm_bench_command(url: str, args: argparse.Namespace, seed: int, out: Path) -> list[str]:
+def vllm_bench_command(url: str, endpoint: str, args: argparse.Namespace, seed: int, out: Path) -> list[str]:
     return [
         sys.executable, "-c", VLLM_BENCH_SERVE,
-        "--backend", "vllm-rerank", "--base-url", url, "--endpoint", "/v1/rerank",
+        "--backend", "vllm-rerank", "--base-url", url, "--endpoint", endpoint,
         "--model", args.model, "--served-model-name", "reranker", "--tokenizer", args.model,
         "--dataset-name", "random-rerank", "--random-input-len", str(args.doc_tokens),
         "--random-batch-size", str(args.docs), "--num-prompts", str(args.requests * args.docs),
@@ -55,9 +55,11 @@ def vllm_bench_command(url: str, args: argparse.Namespace, seed: int, out: Path)
     ]  # fmt: skip
 
 
-def vllm_bench(tag: str, url: str, args: argparse.Namespace, round_: int, seed: int, workdir: Path) -> PeerRun:
+def vllm_bench(
+    tag: str, url: str, endpoint: str, args: argparse.Namespace, round_: int, seed: int, workdir: Path
+) -> PeerRun:
     out = workdir / f"vllm-bench-{tag}-{round_}.json"
-    command = vllm_bench_command(url, args, seed, out)
+    command = vllm_bench_command(url, endpoint, args, seed, out)
     run(command, workdir / f"vllm-bench-{tag}-{round_}.log")
     result = json.loads(out.read_text())
     return PeerRun(

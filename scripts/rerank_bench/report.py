@@ -164,7 +164,7 @@ def cache_report(rounds: dict[tuple[str, str], list[Result]], hit_ratios: dict[s
 
 
 def peers_report(runs: list, args: argparse.Namespace) -> dict:
-    """Per tool and server of ours (ours, and each --variant): each round's ours/vLLM ratio of
+    """Per tool and server beside vLLM's (ours, each --variant, --infinity): each round's ratio to vLLM's of
     requests/s and of p50 latency, their medians and lowest; every run and the exact command lines
     in --json."""
     import statistics
@@ -200,7 +200,7 @@ def peers_report(runs: list, args: argparse.Namespace) -> dict:
                 "failed": sum(p[server].failed + p["vllm"].failed for p in rows),
             }
             print(
-                f"{key}: ours/vLLM requests/s median {statistics.median(ratios):.2f}x (rounds "
+                f"{key}: {server}/vLLM requests/s median {statistics.median(ratios):.2f}x (rounds "
                 f"{', '.join(f'{x:.2f}' for x in ratios)}), p50 {statistics.median(p50):.2f}x"
             )
     if args.json:

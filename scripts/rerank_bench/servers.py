@@ -123,7 +123,8 @@ def start_servers(
     """Start each (kind, API processes[, tag, extra flags of ours]) server, one after the other,
     each ready before the next. An extra flag of the form NAME=VALUE (NAME in capitals) is an
     environment variable of that server instead (e.g. OMP_WAIT_POLICY=PASSIVE). kind: "vllm",
-    "ours", or "ours@REV" (this server at git revision REV). ours_only: every server is ours, and
+    "ours", "ours@REV" (this server at git revision REV), or "infinity" (Infinity's `infinity_emb v2`
+    at args.infinity, serving args.infinity_model with its defaults). ours_only: every server is ours, and
     --kv-cache-gib (any size, fractions too) goes to each as its flag instead of vLLM's whole-GiB
     VLLM_CPU_KVCACHE_SPACE."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -154,6 +155,12 @@ def start_servers(
                 "--enable-prefix-caching", "--port", str(port), "--host", "127.0.0.1",
                 "--api-server-count", str(processes), *shared,
             ]  # fmt: skip
+        elif kind == "infinity":
+            cmd = [
+                args.infinity, "v2", "--model-id", str(Path(args.infinity_model).resolve()),
+                "--served-model-name", name, "--port", str(port), "--host", "127.0.0.1",
+                "--engine", "torch", "--device", "cpu" if on_cpu() else "cuda",
+            ]  # fmt: skip
         else:
             cmd = [
                 sys.executable, "-m", "server", "--model", args.model, "--served-model-name", name,
@@ -167,7 +174,8 @@ def start_servers(
         )
         servers[tag] = (proc, f"http://127.0.0.1:{port}")
         try:
-            wait_ready(servers[tag][1], proc, "/health" if kind == "vllm" else "/ready", workdir / f"{tag}.stdout")
+            ready = "/ready" if kind.startswith("ours") else "/health"
+            wait_ready(servers[tag][1], proc, ready, workdir / f"{tag}.stdout")
         except BaseException:
             stop(servers)  # the ones started before it, too
             raise
