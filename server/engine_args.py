@@ -15,7 +15,8 @@ Engine defaults chosen for reranking, where every request is one prefill and not
   its scheduler, which in reranking mostly waits): 1.6x docs/s on 2 cores (`whole_machine_for_worker`),
   and those threads sleep between parallel regions instead of spinning (OMP_WAIT_POLICY=PASSIVE), since
   they share the cores with the HTTP process and the scheduler: under `vllm bench serve` on the tiny
-  model the worker's CPU per request halved and requests/s rose 1.4x, the 0.6B width unchanged;
+  model the worker's CPU per request halved and requests/s rose 1.4x on an AVX512-BF16 VM (level
+  within noise on an AVX2 one), the 0.6B width unchanged (docs/performance.md, round 5);
 - priority scheduling: every document's prompt has priority 0 (first come, first served, as
   vLLM's default policy), and window k of a chunked long document has priority k, so a short
   request sent while a long document is scored does not wait for all of its windows.
