@@ -53,6 +53,16 @@ from rerank_bench.servers import OtlpSink, check_same_scores, start_servers, sto
 from rerank_bench.soak import run as soak  # noqa: E402
 
 
+def more_of_ours(args: argparse.Namespace, otlp_url: str | None = None) -> list[tuple[str, int, str, list[str]]]:
+    """This server beside the others, as start_servers' specs: as it was at each --baseline git
+    revision (tag at_REV), and with each --variant's flags or environment ({otlp}: `otlp_url`)."""
+    specs = [(f"ours@{rev}", 1, f"at_{rev}", []) for rev in args.baseline]
+    for variant in args.variant:
+        tag, _, flags = variant.partition("=")
+        specs.append(("ours", 1, tag, (flags.replace("{otlp}", otlp_url) if otlp_url else flags).split()))
+    return specs
+
+
 def compare(args: argparse.Namespace) -> dict:
     docs, doc_tokens = (args.min_docs, args.max_docs), (args.min_doc_tokens, args.max_doc_tokens)
     # A fresh workload each round (the same for every server): a repeated one would be served
@@ -62,16 +72,11 @@ def compare(args: argparse.Namespace) -> dict:
     ]
     warmup = workloads.search(max(4, args.concurrency), args.seed, docs, doc_tokens)
     counts = sorted({int(n) for n in args.api_processes.split(",")} | {1})
-    specs: list = [(kind, n) for n in counts for kind in ("vllm", "ours")]
-    # More of ours beside them: this server at an earlier revision, and with other flags.
-    for rev in args.baseline:
-        specs.append((f"ours@{rev}", 1, f"at_{rev}", []))
     sink = None
     if any("{otlp}" in variant for variant in args.variant):  # a collector for traced variants
         sink = OtlpSink()
-    for variant in args.variant:
-        tag, _, flags = variant.partition("=")
-        specs.append(("ours", 1, tag, flags.replace("{otlp}", sink.url if sink else "").split()))
+    specs: list = [(kind, n) for n in counts for kind in ("vllm", "ours")]
+    specs += more_of_ours(args, sink.url if sink else None)
     with tempfile.TemporaryDirectory(prefix="rerank-bench-") as tmp:
         servers = start_servers(args, Path(tmp), specs)
         try:
@@ -202,12 +207,7 @@ def peers(args: argparse.Namespace) -> dict:
     runs: list[peer_tools.PeerRun] = []
     with tempfile.TemporaryDirectory(prefix="rerank-bench-") as tmp:
         workdir = Path(tmp)
-        specs: list = [("vllm", 1), ("ours", 1)]
-        for rev in args.baseline:  # this server as it was at a git revision, against vLLM's
-            specs.append((f"ours@{rev}", 1, f"at_{rev}", []))
-        for variant in args.variant:  # more of ours: other flags or environment, each against vLLM's
-            tag, _, flags = variant.partition("=")
-            specs.append(("ours", 1, tag, flags.split()))
+        specs: list = [("vllm", 1), ("ours", 1), *more_of_ours(args)]  # each against vLLM's
         if args.infinity:  # a third server: Infinity on a sequence-classification copy of the model
             specs.append(("infinity", 1, "infinity", []))
         servers = start_servers(args, workdir, specs)
