@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from typing import Any
 
@@ -32,7 +33,7 @@ from server.errors import (
 )
 from server.protocol import ModelCard, ModelList, RerankRequest, RerankResponse
 from server.request_context import RequestRecord, current_request
-from server.rerank_job import Ranking, RerankJob
+from server.rerank_job import Ranking, RerankJob, effective_priority, lane_of
 from server.served_models import ServedModels
 from server.serving import RerankService
 from server.tei_protocol import TEI_RANKS, TeiInfo, TeiRank, TeiRerankRequest
@@ -69,7 +70,8 @@ async def score_unless_hung_up(
 ) -> Ranking | None:
     """The job's ranking, or None if the client hung up first (its engine requests are aborted); the
     request's record gets its counts for the access log."""
-    record.documents = len(job.texts)
+    job = dataclasses.replace(job, priority=effective_priority(job.priority, record.key_priority))
+    record.documents, record.priority, record.lane = len(job.texts), job.priority, lane_of(job.priority)
     work = asyncio.create_task(service.rerank(job, record.request_id))
     hangup = asyncio.create_task(_until_disconnected(request))
     try:

@@ -46,7 +46,13 @@ def create_app(settings: Settings, cluster: Cluster | None = None) -> FastAPI:
     keys = settings.api_keys()
     if keys:
         public = PUBLIC_PATHS + (("/metrics",) if settings.metrics_public else ())
-        app.add_middleware(ApiKeyMiddleware, keys=keys, public_paths=public, dialect_paths=RERANK_ROUTES)
+        app.add_middleware(
+            ApiKeyMiddleware,
+            keys=keys,
+            public_paths=public,
+            dialect_paths=RERANK_ROUTES,
+            priorities=settings.key_priorities(),
+        )
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,

@@ -28,6 +28,7 @@ class Cluster:
         self.index = -1  # this API process's number, set in each of them
         self._states = ctx.RawArray("b", count)  # a ProcessState per process
         self.pairs = ctx.Value("q", 0)  # pairs in the engine, all processes together
+        self.bulk_pairs = ctx.Value("q", 0, lock=False)  # of those, bulk requests' (guarded by pairs' lock)
 
     def state(self, index: int) -> ProcessState:
         return ProcessState(self._states[index])
@@ -51,32 +52,52 @@ class Cluster:
 
 class PairBudget:
     """--max-pairs-in-flight for the whole server: pairs in the engine, counted here, or with
-    several API processes in one counter in shared memory that all of them take from."""
+    several API processes in counters in shared memory that all of them take from.
 
-    def __init__(self, limit: int, shared: Any = None) -> None:
+    Two lanes share it: bulk requests (priority above 0) take at most `limit - reserve` pairs, so
+    the last `reserve` pairs are always there for interactive ones, however bulk floods; an
+    interactive request takes from the whole budget."""
+
+    def __init__(self, limit: int, reserve: int = 0, shared: Any = None, shared_bulk: Any = None) -> None:
         self.limit = limit
+        self.bulk_limit = limit - reserve
         self._shared = shared  # Cluster.pairs (a multiprocessing Value("q")), or None
+        self._shared_bulk = shared_bulk  # Cluster.bulk_pairs, updated under Cluster.pairs' lock
         self._local = 0
+        self._local_bulk = 0
 
     @property
     def in_flight(self) -> int:
         return self._shared.value if self._shared is not None else self._local
 
-    def try_take(self, n: int) -> bool:
+    @property
+    def bulk_in_flight(self) -> int:
+        return self._shared_bulk.value if self._shared_bulk is not None else self._local_bulk
+
+    def try_take(self, n: int, bulk: bool = False) -> bool:
         if self._shared is None:
-            if self._local + n > self.limit:
+            if not self._fits(self._local, self._local_bulk, n, bulk):
                 return False
             self._local += n
+            self._local_bulk += n if bulk else 0
             return True
         with self._shared.get_lock():
-            if self._shared.value + n > self.limit:
+            if not self._fits(self._shared.value, self._shared_bulk.value, n, bulk):
                 return False
             self._shared.value += n
+            if bulk:
+                self._shared_bulk.value += n
             return True
 
-    def give_back(self, n: int) -> None:
+    def _fits(self, in_flight: int, bulk_in_flight: int, n: int, bulk: bool) -> bool:
+        return in_flight + n <= self.limit and (not bulk or bulk_in_flight + n <= self.bulk_limit)
+
+    def give_back(self, n: int, bulk: bool = False) -> None:
         if self._shared is None:
             self._local -= n
+            self._local_bulk -= n if bulk else 0
             return
         with self._shared.get_lock():
             self._shared.value -= n
+            if bulk:
+                self._shared_bulk.value -= n

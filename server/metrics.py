@@ -16,6 +16,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from server.rerank_job import Lane
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
@@ -31,6 +33,7 @@ class RejectReason(StrEnum):
     TIMEOUT = "timeout"
 
 
+LANES = tuple(Lane)
 PREFIX_RATIO_HELP = "prefix-cache tokens / tokens the engine scored, since start (the engine's own counts only)"
 TOKEN_BUCKETS = (100, 500, 1000, 5000, 10_000, 50_000, 100_000, 500_000, 1_000_000)
 
@@ -107,6 +110,33 @@ class Metrics:
         self.engine_up = Gauge(
             "rerank_engine_up", "1 when the model's engine can score", m, registry=r, multiprocess_mode="livemin"
         )
+        # Priority lanes (interactive: priority <= 0, bulk: above; server/rerank_job.py Lane)
+        self.lane_latency = Histogram(
+            "rerank_lane_request_latency_seconds",
+            "rerank request latency by priority lane (every status)",
+            ["lane"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lane_pairs = Counter(
+            "rerank_lane_pairs",
+            "pairs of the requests scored, by model and priority lane (score-cache hits included)",
+            ["model", "lane"],
+            registry=r,
+        )
+        self.lane_rejected = Counter(
+            "rerank_lane_rejected_requests",
+            "requests refused, by model, priority lane and reason",
+            ["model", "lane", "reason"],
+            registry=r,
+        )
+        self.lane_pairs_in_flight = Gauge(
+            "rerank_lane_pairs_in_flight",
+            "pairs in the engines by priority lane",
+            ["lane"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
 
     def for_model(self, name: str) -> ModelMetrics:
         return ModelMetrics(self, name)
@@ -154,11 +184,17 @@ class ModelMetrics:
         self.score_cache_errors = metrics.score_cache_errors.labels(model)
         self.score_cache_entries = metrics.score_cache_entries.labels(model)
         self.engine_up = metrics.engine_up.labels(model)
+        self._lane_rejected = metrics.lane_rejected
+        self.lane_pairs = {lane: metrics.lane_pairs.labels(model, lane) for lane in LANES}
+        self.lane_pairs_in_flight = {lane: metrics.lane_pairs_in_flight.labels(lane) for lane in LANES}
         for reason in RejectReason:  # every reason's series from the start: its rate is 0, not absent
             metrics.rejected.labels(model, reason)
+            for lane in LANES:
+                metrics.lane_rejected.labels(model, lane, reason)
 
-    def reject(self, reason: RejectReason) -> None:
+    def reject(self, reason: RejectReason, lane: Lane) -> None:
         self._rejected.labels(self.model, reason).inc()
+        self._lane_rejected.labels(self.model, lane, reason).inc()
 
     def record_request(self, documents: int, prompt: int, engine: int, cached: int) -> None:
         """A rerank request's documents, its prompt tokens, those the engine scored, and those of its

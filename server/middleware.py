@@ -10,7 +10,7 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from server.body import discard_body
@@ -24,7 +24,7 @@ from server.errors import (
     log_internal_error,
 )
 from server.metrics import Metrics
-from server.request_context import RequestRecord, request_record
+from server.request_context import RequestRecord, current_request, request_record
 from server.tracing import NO_TRACING, Tracing, mark_error, trace_id
 
 Scope = dict[str, Any]
@@ -135,6 +135,8 @@ class RequestContextMiddleware:
         """The request's HTTP metrics, its span's outcome and its access-log line."""
         self.metrics.requests.labels(route, str(status)).inc()
         self.metrics.latency.labels(route).observe(latency)
+        if record.lane is not None:
+            self.metrics.lane_latency.labels(record.lane).observe(latency)
         trace = ""
         extra = {"request_id": record.request_id}
         if span is not None:
@@ -146,7 +148,7 @@ class RequestContextMiddleware:
             trace = " trace_id=" + extra["trace_id"]
         if route not in UNTRACED_ROUTES:
             access_logger.info(
-                '%s "%s %s" %d docs=%d tokens=%d cached=%d %.1fms request_id=%s%s',
+                '%s "%s %s" %d docs=%d tokens=%d cached=%d priority=%d %.1fms request_id=%s%s',
                 (scope.get("client") or ("-",))[0],
                 scope["method"],
                 scope["path"],
@@ -154,6 +156,7 @@ class RequestContextMiddleware:
                 record.documents,
                 record.tokens,
                 record.cached_tokens,
+                record.priority,
                 latency * 1000,
                 record.request_id,
                 trace,
@@ -163,30 +166,44 @@ class RequestContextMiddleware:
 
 class ApiKeyMiddleware:
     """Requires `Authorization: Bearer KEY` or `X-API-Key: KEY` on every route but the public ones.
-    On a `dialect_paths` route the refused body is read (bounded) to answer in its dialect."""
+    A key with a default priority (`priorities`) hands it to the request's record. On a
+    `dialect_paths` route the refused body is read (bounded) to answer in its dialect."""
 
     def __init__(
-        self, app: ASGIApp, keys: Iterable[str], public_paths: Iterable[str], dialect_paths: Iterable[str] = ()
+        self,
+        app: ASGIApp,
+        keys: Iterable[str],
+        public_paths: Iterable[str],
+        dialect_paths: Iterable[str] = (),
+        priorities: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
+        keys = list(keys)
         self.keys = [k.encode() for k in keys]
+        self.priorities = [(priorities or {}).get(k) for k in keys]
         self.public_paths = frozenset(public_paths)
         self.dialect_paths = frozenset(dialect_paths)
 
-    def _authorized(self, scope: Scope) -> bool:
+    def _matching_key(self, scope: Scope) -> int | None:
+        """The index of the key the request carries, or None."""
         given = header(scope, b"x-api-key")
         auth = header(scope, b"authorization")
         if auth and auth[:7].lower() == "bearer ":
             given = auth[7:].strip()
         if not given:
-            return False
+            return None
         candidate = given.encode("latin-1")
         # Compare with every key, in constant time each, so timing tells nothing about which matched.
         matches = [hmac.compare_digest(candidate, key) for key in self.keys]
-        return any(matches)
+        return matches.index(True) if any(matches) else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public_paths or self._authorized(scope):
+        if scope["type"] != "http" or scope["path"] in self.public_paths:
+            await self.app(scope, receive, send)
+            return
+        index = self._matching_key(scope)
+        if index is not None:
+            current_request().key_priority = self.priorities[index]
             await self.app(scope, receive, send)
             return
         dialect = Dialect.COHERE

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
-from server.rerank_job import Passage, Ranking, RerankJob
+from server.rerank_job import MAX_PRIORITY, MIN_PRIORITY, Passage, Ranking, RerankJob
 
 
 class TextDocument(BaseModel):
@@ -45,6 +45,14 @@ class RerankOptions(BaseModel):
     max_chunks_per_doc: StrictInt | None = Field(
         None, ge=1, description="chunk: score at most this many windows of a document, the first ones"
     )
+    priority: StrictInt | None = Field(
+        None,
+        ge=MIN_PRIORITY,
+        le=MAX_PRIORITY,
+        description="lower is handled earlier (default 0, or the API key's default); above 0 is bulk work, "
+        "which interactive requests overtake in the engine and whose pairs never crowd them out of admission "
+        "(docs/api.md, Priority lanes)",
+    )
 
 
 class RerankRequest(RerankOptions):
@@ -76,7 +84,7 @@ class RerankRequest(RerankOptions):
             max_tokens_per_doc=self.max_tokens_per_doc,
             long_document_strategy=self.long_document_strategy,
             max_chunks_per_doc=self.max_chunks_per_doc,
-            model=self.model,
+            priority=self.priority or 0,
         )
 
     def response(self, ranking: Ranking, request_id: str, model: str) -> RerankResponse:

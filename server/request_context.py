@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+from server.rerank_job import Lane
+
 
 @dataclass
 class RequestRecord:
@@ -21,6 +23,9 @@ class RequestRecord:
     documents: int = 0
     tokens: int = 0
     cached_tokens: int = 0
+    key_priority: int | None = None  # the default priority of the API key it came with (--api-key-priority)
+    priority: int = 0  # what it was served at (server/rerank_job.py effective_priority)
+    lane: Lane | None = None  # a rerank request's priority lane, once its body is read
 
 
 _current: ContextVar[RequestRecord | None] = ContextVar("rerank_request", default=None)

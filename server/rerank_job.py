@@ -8,10 +8,33 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Literal
 
 Strategy = Literal["truncate", "chunk"]
 Direction = Literal["right", "left"]
+
+# A request's `priority` (Cohere's and vLLM's field): lower is handled earlier, 0 by default.
+MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
+
+
+class Lane(StrEnum):
+    """A priority class, as metrics and admission see it: priority <= 0 is interactive (a user
+    waits; the default), above 0 bulk (re-indexing, evaluation, backfills)."""
+
+    INTERACTIVE = "interactive"
+    BULK = "bulk"
+
+
+def lane_of(priority: int) -> Lane:
+    return Lane.INTERACTIVE if priority <= 0 else Lane.BULK
+
+
+def effective_priority(requested: int, key_default: int | None) -> int:
+    """The priority a request is served at: its own field (0 when it sends none), and with an API key
+    that has a default, the larger (later) of the two: a request may defer itself below its key's
+    default, never claim more (a bulk pipeline's key cannot send interactive traffic)."""
+    return requested if key_default is None else max(requested, key_default)
 
 
 @dataclass(frozen=True)
@@ -25,7 +48,7 @@ class RerankJob:
     # truncate: False refuses a text that does not fit (TEI's truncate: false); None/True cut it
     truncate: bool | None = None
     truncation_direction: Direction = "right"  # right: keep a document's start; left: its end
-    model: str | None = None  # if given, must name the served model
+    priority: int = 0  # lower first (the request's field and its API key's default, server/api_router.py)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 from server.cluster import Cluster, PairBudget
 from server.cross_encoder import builder_for
@@ -19,7 +20,7 @@ from server.metrics import Metrics, RejectReason
 from server.model_files import hub_revision, weights_identity
 from server.model_kind import QWEN3_RERANKER, ModelInfo, model_info
 from server.prompt import BasePromptBuilder, Prompts, QueryTooLongError, Tokenizer, best_windows, prompts_for
-from server.rerank_job import Ranking, RerankJob
+from server.rerank_job import Lane, Ranking, RerankJob, lane_of
 from server.score_cache import ScoreCache, Through, score_through
 from server.settings import ServedModel, Settings
 from server.tracing import NO_TRACING, Tracing
@@ -40,6 +41,24 @@ def load_tokenizer(model: str) -> Tokenizer:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model)
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """What the engine needs of a request besides its prompts: where it queues and a cross-encoder's
+    token types."""
+
+    priority: int  # the request's (lower first)
+    windows: list[int] | None  # each prompt's window number in its document (None: each a document's first)
+    second_segment: int | None  # a cross-encoder's: where token type 1 starts in every prompt
+
+    def engine_priorities(self, n: int, now: float, delay: float) -> list[int]:
+        """vLLM's priority of each pair (lower first): its arrival plus `delay` seconds for each
+        priority point and each window after a document's first, in microseconds. The engine thus
+        serves the earliest deadline first: an interactive pair overtakes bulk pairs that arrived up to
+        priority x delay before it, and bulk that waited longer goes first (it ages, never starves)."""
+        windows = self.windows or [0] * n
+        return [round((now + (self.priority + k) * delay) * 1_000_000) for k in windows]
 
 
 class RerankService:
@@ -64,7 +83,12 @@ class RerankService:
         self.prompts: BasePromptBuilder | None = None
         self.warmed_up = False
         self.draining = False  # SIGTERM came: /ready is 503, responses close their connection
-        self.pairs = PairBudget(settings.max_pairs_in_flight, cluster.pairs if cluster else None)
+        self.pairs = PairBudget(
+            settings.max_pairs_in_flight,
+            settings.interactive_reserve_pairs or 0,
+            cluster.pairs if cluster else None,
+            cluster.bulk_pairs if cluster else None,
+        )
         metrics.max_pairs_in_flight.set(settings.max_pairs_in_flight)
         self.model_sha: str | None = None  # the hub commit of the model's files, if known (GET /info)
         self.score_cache: ScoreCache | None = None  # made at start, once the weights' identity is known
@@ -157,7 +181,7 @@ class RerankService:
                 ErrorKind.SERVICE_UNAVAILABLE, "the engine is not ready yet; retry when GET /ready is 200"
             )
         if len(job.texts) > self.settings.max_documents:
-            self.metrics.reject(RejectReason.TOO_MANY_DOCUMENTS)
+            self.metrics.reject(RejectReason.TOO_MANY_DOCUMENTS, lane_of(job.priority))
             raise ServiceError(
                 ErrorKind.PAYLOAD_TOO_LARGE,
                 f"{len(job.texts)} documents in one request; the limit is {self.settings.max_documents}",
@@ -177,10 +201,11 @@ class RerankService:
             if span is not None:
                 span.set_attributes({"rerank.pairs": len(prompts.token_ids), TOKENS: prompts.num_tokens})
         self._check_fits(job, prompts)
-        through = await self._logits_through_cache(prompts, request_id, use_score_cache=not warmup)
+        through = await self._logits_through_cache(prompts, job.priority, request_id, use_score_cache=not warmup)
         tokens, cached = prompts.num_tokens, through.prefix_cached_tokens
         if not warmup:
             self.metrics.record_request(len(job.texts), tokens, through.engine_tokens, cached)
+            self.metrics.lane_pairs[lane_of(job.priority)].inc(len(prompts.token_ids))
         logits, passages = best_windows(through.logits, prompts.windows)
         order = sorted(range(len(logits)), key=lambda i: -logits[i])
         hits = len(through.logits) - through.engine_pairs
@@ -189,7 +214,7 @@ class RerankService:
     def _check_fits(self, job: RerankJob, prompts: Prompts) -> None:
         """A text refused rather than cut (truncate: false), and a request of more pairs than the engine takes."""
         if job.truncate is False and any(prompts.truncated):
-            self.metrics.reject(RejectReason.TEXT_TOO_LONG)
+            self.metrics.reject(RejectReason.TEXT_TOO_LONG, lane_of(job.priority))
             first = prompts.truncated.index(True)
             if prompts.doc_budget is not None:
                 room = f"at most {prompts.doc_budget} of its tokens fit in the prompt (max_model_len="
@@ -201,7 +226,7 @@ class RerankService:
                 f"texts[{first}] does not fit: {room}; send truncate: true (or leave it out) to cut it, or shorten it",
             )
         if len(prompts.token_ids) > self.settings.max_pairs_in_flight:  # only chunking gets here
-            self.metrics.reject(RejectReason.TOO_MANY_PAIRS)
+            self.metrics.reject(RejectReason.TOO_MANY_PAIRS, lane_of(job.priority))
             raise ServiceError(
                 ErrorKind.PAYLOAD_TOO_LARGE,
                 f"the documents split into {len(prompts.token_ids)} windows, more pairs than the engine takes at once "
@@ -209,21 +234,23 @@ class RerankService:
                 "max_chunks_per_doc",
             )
 
-    async def _logits_through_cache(self, prompts: Prompts, request_id: str, use_score_cache: bool) -> Through:
+    async def _logits_through_cache(
+        self, prompts: Prompts, priority: int, request_id: str, use_score_cache: bool
+    ) -> Through:
         """Every pair's logit, and what the engine did for them; through the score cache when there is one."""
+        windows = prompts.priorities  # each prompt's window number in its document (None: all first)
         if self.score_cache is None or not use_score_cache:
             scores = await self._admit_and_score(
-                prompts.token_ids, request_id, prompts.priorities, prompts.second_segment
+                prompts.token_ids, request_id, Pairs(priority, windows, prompts.second_segment)
             )
             return Through(scores.logits, len(prompts.token_ids), prompts.num_tokens, scores.cached_tokens)
 
-        async def score_in_engine(token_ids: list[list[int]], priorities: list[int] | None) -> tuple[list[float], int]:
-            scores = await self._admit_and_score(token_ids, request_id, priorities, prompts.second_segment)
+        async def score_in_engine(token_ids: list[list[int]], windows: list[int] | None) -> tuple[list[float], int]:
+            pairs = Pairs(priority, windows, prompts.second_segment)
+            scores = await self._admit_and_score(token_ids, request_id, pairs)
             return scores.logits, scores.cached_tokens
 
-        through = await score_through(
-            self.score_cache, prompts.token_ids, prompts.priorities, score_in_engine, self.tracing
-        )
+        through = await score_through(self.score_cache, prompts.token_ids, windows, score_in_engine, self.tracing)
         self.metrics.score_cache_hits.inc(len(through.logits) - through.engine_pairs)
         self.metrics.score_cache_misses.inc(through.engine_pairs)
         self.metrics.score_cache_entries.set(self.score_cache.entries)
@@ -237,38 +264,51 @@ class RerankService:
         try:
             return prompts_for(self.prompts, job, self.settings)
         except QueryTooLongError as exc:
-            self.metrics.reject(RejectReason.QUERY_TOO_LONG)
+            self.metrics.reject(RejectReason.QUERY_TOO_LONG, lane_of(job.priority))
             raise ServiceError(ErrorKind.INVALID_REQUEST, str(exc)) from None
 
-    async def _admit_and_score(
-        self, token_ids: list[list[int]], request_id: str, priorities: list[int] | None, second_segment: int | None
-    ) -> Scores:
+    async def _admit_and_score(self, token_ids: list[list[int]], request_id: str, pairs: Pairs) -> Scores:
         """Admission control around the engine call: the pairs count against --max-pairs-in-flight
-        while the engine has them, or the request gets 429."""
-        n = len(token_ids)
+        (a bulk request's against its share, server/cluster.py) while the engine has them, or the
+        request gets 429. Admitted, they enter the engine's queue in their lane's order."""
+        n, lane = len(token_ids), lane_of(pairs.priority)
+        bulk = lane is Lane.BULK
         with self.tracing.span("rerank.admission") as span:
-            admitted = self.pairs.try_take(n)
+            admitted = self.pairs.try_take(n, bulk)
             if span is not None:
                 span.set_attributes(
-                    {"rerank.pairs": n, "rerank.pairs_in_flight": self.pairs.in_flight, "rerank.admitted": admitted}
+                    {
+                        "rerank.pairs": n,
+                        "rerank.pairs_in_flight": self.pairs.in_flight,
+                        "rerank.admitted": admitted,
+                        "rerank.priority": pairs.priority,
+                    }
                 )
         if not admitted:
-            self.metrics.reject(RejectReason.OVERLOADED)
+            self.metrics.reject(RejectReason.OVERLOADED, lane)
+            limit = f"limit {self.pairs.bulk_limit} for bulk requests" if bulk else f"limit {self.pairs.limit}"
             raise ServiceError(
                 ErrorKind.OVERLOADED,
-                f"server busy: {self.pairs.in_flight} pairs in the engine, limit "
-                f"{self.settings.max_pairs_in_flight}; retry shortly",
+                f"server busy: {self.pairs.in_flight} pairs in the engine, {limit}; retry shortly",
                 headers={"Retry-After": "1"},
             )
         self.metrics.pairs_in_flight.inc(n)
+        self.metrics.lane_pairs_in_flight[lane].inc(n)
         try:
-            return await self._score_in_engine(token_ids, request_id, priorities, second_segment)
+            priorities = pairs.engine_priorities(n, time.time(), self.settings.priority_delay_ms / 1000)
+            return await self._score_in_engine(token_ids, request_id, priorities, pairs.second_segment, lane)
         finally:
-            self.pairs.give_back(n)
+            self.pairs.give_back(n, bulk)
             self.metrics.pairs_in_flight.dec(n)
+            self.metrics.lane_pairs_in_flight[lane].dec(n)
 
     async def _score_in_engine(
-        self, token_ids: list[list[int]], request_id: str, priorities: list[int] | None, second_segment: int | None
+        self,
+        token_ids: list[list[int]],
+        request_id: str,
+        priorities: list[int],
+        second_segment: int | None,
+        lane: Lane,
     ) -> Scores:
         """engine.score() under --request-timeout; an engine that died turns the server unready."""
         assert self.engine is not None
@@ -287,7 +327,7 @@ class RerankService:
                     )
                 return scores
         except TimeoutError:
-            self.metrics.reject(RejectReason.TIMEOUT)
+            self.metrics.reject(RejectReason.TIMEOUT, lane)
             raise ServiceError(
                 ErrorKind.TIMEOUT,
                 f"scoring took longer than {self.settings.request_timeout:g}s and was aborted; "

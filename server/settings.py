@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from server.rerank_job import MAX_PRIORITY, MIN_PRIORITY
+
 DEFAULT_MODEL = "Qwen/Qwen3-Reranker-0.6B"
 MiB = 1024 * 1024
 PER_MODEL = ("model", "served_model_name", "model_kind", "gpu_memory_utilization", "kv_cache_gib")
@@ -31,9 +33,10 @@ class ServedModel(BaseModel):
 
 
 class Settings(BaseSettings):
-    # an empty variable is an unset one (`RERANK_DTYPE=` in .env keeps the default)
+    # an empty variable is an unset one (`RERANK_DTYPE=` in .env keeps the default); an error never
+    # echoes the value it refused (it may be an API key)
     model_config = SettingsConfigDict(
-        env_prefix="RERANK_", extra="ignore", validate_default=True, env_ignore_empty=True
+        env_prefix="RERANK_", extra="ignore", validate_default=True, env_ignore_empty=True, hide_input_in_errors=True
     )
 
     # --- model and engine -----------------------------------------------------------------
@@ -132,6 +135,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="API key(s) required on every route but /health and /ready (comma-separated or repeated)",
     )
+    api_key_priority: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="API keys with a default priority, KEY=PRIORITY (comma-separated or repeated), accepted "
+        "besides --api-key: e.g. a bulk pipeline's key at 10 marks its traffic as bulk without changing its code; "
+        "a request's own priority may only defer it further",
+    )
     metrics_public: bool = Field(False, description="serve /metrics without an API key")
     vllm_metrics: bool = Field(
         False,
@@ -152,6 +161,21 @@ class Settings(BaseSettings):
         64,
         ge=1,
         description="chunk strategy: most windows scored per document, the first ones (a request may ask for fewer)",
+    )
+    interactive_reserve_pairs: int | None = Field(
+        None,
+        ge=0,
+        description="of --max-pairs-in-flight, pairs that bulk requests (priority above 0) never take, so that "
+        "interactive ones are admitted while bulk floods the server (default: a quarter of the budget, at most "
+        "what leaves room for a full request of --max-documents)",
+    )
+    priority_delay_ms: float = Field(
+        250.0,
+        ge=0,
+        description="each priority point defers a request's pairs this long in the engine's queue, which "
+        "serves the earliest arrival plus deferral first: interactive pairs overtake bulk pairs (priority 10: "
+        "2.5 s) that arrived less than that before them, and older bulk pairs go first (bulk ages, never "
+        "starves); a chunked document's window k is deferred k times as much",
     )
     request_timeout: float = Field(120.0, gt=0, description="seconds before a request gets 504 and is aborted")
     drain_timeout: int = Field(30, ge=0, description="seconds to finish in-flight requests on SIGTERM")
@@ -188,7 +212,7 @@ class Settings(BaseSettings):
         "else http/protobuf)",
     )
 
-    @field_validator("api_key", *PER_MODEL, mode="before")
+    @field_validator("api_key", "api_key_priority", *PER_MODEL, mode="before")
     @classmethod
     def _split_values(cls, value: object) -> object:
         """API keys, or one value per model: a list (flags repeated), or comma-separated in one string."""
@@ -212,6 +236,22 @@ class Settings(BaseSettings):
     def _sizes(cls, value: list[float]) -> list[float]:
         if any(v <= 0 for v in value):
             raise ValueError("each value must be above 0")
+        return value
+
+    @field_validator("api_key_priority")
+    @classmethod
+    def _key_priorities(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for i, item in enumerate(value):
+            key, sep, priority = item.get_secret_value().rpartition("=")
+            try:
+                number = int(priority)
+            except ValueError:
+                number = None
+            if not sep or not key or number is None or not MIN_PRIORITY <= number <= MAX_PRIORITY:
+                # the key itself is a secret: the message names the entry by its position only
+                raise ValueError(
+                    f"entry {i + 1}: write KEY=PRIORITY, PRIORITY an integer from {MIN_PRIORITY} to {MAX_PRIORITY}"
+                )
         return value
 
     @field_validator("score_cache_url", "otlp_traces_endpoint", mode="before")
@@ -261,6 +301,14 @@ class Settings(BaseSettings):
                 f"max_pairs_in_flight ({self.max_pairs_in_flight}) must be >= max_documents "
                 f"({self.max_documents}), or a full request could never be admitted"
             )
+        if self.interactive_reserve_pairs is None:
+            room = self.max_pairs_in_flight - self.max_documents
+            self.interactive_reserve_pairs = min(self.max_pairs_in_flight // 4, room)
+        elif self.interactive_reserve_pairs > self.max_pairs_in_flight:
+            raise ValueError(
+                f"interactive_reserve_pairs ({self.interactive_reserve_pairs}) must be at most max_pairs_in_flight "
+                f"({self.max_pairs_in_flight})"
+            )
         return self
 
     def served_models(self) -> list[ServedModel]:
@@ -281,7 +329,13 @@ class Settings(BaseSettings):
         ]
 
     def api_keys(self) -> list[str]:
-        return [k.get_secret_value() for k in self.api_key]
+        """Every accepted key: --api-key's and --api-key-priority's."""
+        return [k.get_secret_value() for k in self.api_key] + list(self.key_priorities())
+
+    def key_priorities(self) -> dict[str, int]:
+        """--api-key-priority: each key's default priority."""
+        pairs = (item.get_secret_value().rpartition("=") for item in self.api_key_priority)
+        return {key: int(priority) for key, _, priority in pairs}
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

@@ -48,6 +48,7 @@ class TeiRerankRequest(RerankOptions):
             max_chunks_per_doc=self.max_chunks_per_doc,
             truncate=self.truncate,
             truncation_direction=self.truncation_direction,
+            priority=self.priority or 0,
         )
 
     def response(self, ranking: Ranking) -> list[TeiRank]:

@@ -204,3 +204,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The fast tier's async tests (tests/fake_engine.py) run on asyncio, as the server does."""
+    return "asyncio"

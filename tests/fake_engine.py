@@ -1,0 +1,148 @@
+"""The fast tier's engine and app: the service's own behaviour (admission, time-outs, a dead engine,
+lanes, routing, errors) tested in process in milliseconds, without vLLM or model weights.
+
+`FakeEngine` honours `server.engine.Engine`: a made-up logit per prompt (from its token ids, so
+repeatable), every call recorded, and switches to hold requests at a gate, fail them or die.
+`FakeServer` is the app as `create_app` builds it, its models started on one `FakeEngine` with the
+real Qwen3 tokenizer (tests/fixtures/qwen3-tokenizer), talked to over httpx's ASGI transport.
+Scores here mean nothing: whatever needs real ones runs on the real engine (`engine` marker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from server.engine import Scores
+from server.serving import WARMUP_REQUEST_ID
+
+TOKENIZER_DIR = Path(__file__).resolve().parent / "fixtures" / "qwen3-tokenizer"
+API_KEY = "test-key"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of FakeEngine.score, as the service made it."""
+
+    prompts: list[list[int]]
+    request_id: str
+    priorities: list[int] | None
+    second_segment: int | None
+
+
+class FakeEngine:
+    """An engine that answers at once (or when its gate opens) with a logit made from each prompt."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.gate: asyncio.Event | None = None  # set: requests but the warm-up wait until it opens
+        self.failure: BaseException | None = None  # set: every request but the warm-up raises it
+        self.dead = False
+        self.waiting = 0  # requests held at the gate now
+
+    @property
+    def is_dead(self) -> bool:
+        return self.dead
+
+    def hold(self) -> asyncio.Event:
+        """From now on requests wait at a gate until it is set (call from the app's loop)."""
+        self.gate = asyncio.Event()
+        return self.gate
+
+    async def score(
+        self,
+        prompts: Sequence[list[int]],
+        request_id: str,
+        priorities: Sequence[int] | None = None,
+        second_segment: int | None = None,
+    ) -> Scores:
+        call = Call([list(p) for p in prompts], request_id, list(priorities) if priorities else None, second_segment)
+        self.calls.append(call)
+        if request_id == WARMUP_REQUEST_ID:
+            return Scores([logit(p) for p in prompts], 0)
+        if self.gate is not None:
+            self.waiting += 1
+            try:
+                await self.gate.wait()
+            finally:
+                self.waiting -= 1
+        if self.failure is not None:
+            raise self.failure
+        return Scores([logit(p) for p in prompts], 0)
+
+    def requests(self) -> list[Call]:
+        """The calls of requests (the warm-up's left out)."""
+        return [c for c in self.calls if c.request_id != WARMUP_REQUEST_ID]
+
+
+def logit(prompt: Sequence[int]) -> float:
+    """A repeatable stand-in for a model's logit, spread over about (-4, 4)."""
+    return (sum(t * (i + 1) for i, t in enumerate(prompt)) % 8001) / 1000 - 4
+
+
+@dataclass
+class FakeServer:
+    app: Any
+    engine: FakeEngine
+    client: httpx.AsyncClient
+
+    @property
+    def models(self) -> Any:
+        return self.app.state.models
+
+
+def settings(**overrides: Any) -> Any:
+    from server.settings import Settings
+
+    defaults: dict[str, Any] = dict(
+        model=str(TOKENIZER_DIR),
+        served_model_name="qwen3-reranker-test",
+        max_model_len=512,
+        log_file=None,
+        score_cache_size=0,
+        api_key=[API_KEY],
+    )
+    return Settings(**{**defaults, **overrides})
+
+
+@asynccontextmanager
+async def fake_server(api_key: str | None = API_KEY, **overrides: Any) -> AsyncIterator[FakeServer]:
+    """The app with `overrides` of the test settings, every model started (warmed up) on one FakeEngine."""
+    from transformers import AutoTokenizer
+
+    from server.app import create_app
+    from server.model_kind import QWEN3_RERANKER
+
+    app = create_app(settings(**overrides))
+    engine = FakeEngine()
+    tokenizer = _tokenizer(AutoTokenizer)
+    for service in app.state.models.services:
+        await service.start(engine, tokenizer, QWEN3_RERANKER)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://fake", headers=headers, timeout=30) as client:
+        yield FakeServer(app, engine, client)
+    await app.state.models.close()
+
+
+_TOKENIZER: list[Any] = []
+
+
+def _tokenizer(auto: Any) -> Any:
+    """The Qwen3 tokenizer, loaded once per test session (a second)."""
+    if not _TOKENIZER:
+        _TOKENIZER.append(auto.from_pretrained(TOKENIZER_DIR))
+    return _TOKENIZER[0]
+
+
+async def until(predicate: Any, timeout: float = 30) -> None:
+    """Yield to the loop until `predicate()` holds (a generous bound: only a hang fails it)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.001)
