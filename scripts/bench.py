@@ -23,6 +23,12 @@ vLLM's own rerank server on the same model files and engine flags.
         --concurrency 4 --requests 400 --rounds 5 --tools vllm-bench,aiperf-cohere,aiperf-tei
     # one model alone vs beside a second on one server: each one's docs/s alone and under mixed traffic
     python scripts/bench.py models --model models/tiny --second-model models/tiny --requests 40 --rounds 3
+    # priority lanes: an interactive client (8 documents a request) alone, then under 6 bulk clients'
+    # flood (64 documents a request) at priority 0 (no lanes) and at priority 10 (lanes), both dialects
+    python scripts/bench.py lanes --model models/tiny --dtype default --requests 200 --rounds 3
+    # the same with an admission budget below what 8 bulk clients want: interactive never refused
+    python scripts/bench.py lanes --model models/tiny --dtype default --bulk-clients 8 \
+        --ours-flags '--max-pairs-in-flight 384 --max-documents 256'
     # soak: two API processes and a shared Redis cache under mixed traffic (both dialects, repeats,
     # chunked documents, hang-ups, 429 bursts, Redis restarted midway); RSS, FDs, threads sampled;
     # writes soak.json and soak.png (scripts/rerank_bench/soak.py)
@@ -45,6 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # rerank_bench, beside this file
 
+from rerank_bench import lanes as lane_tools  # noqa: E402
 from rerank_bench import peers as peer_tools  # noqa: E402
 from rerank_bench import workloads  # noqa: E402
 from rerank_bench.load import Result, cpu_by_kind, run_load, score_cache_counters  # noqa: E402
@@ -250,10 +257,43 @@ def peers(args: argparse.Namespace) -> dict:
     return peers_report(runs, args)
 
 
+def lanes(args: argparse.Namespace) -> dict:
+    """This server alone: the interactive client alone, and under the bulk flood without and with
+    lanes, rounds alternating the two floods' order; medians over rounds and every round's numbers."""
+    alone, no_lanes = "alone", "flood, no lanes (all priority 0)"
+    with_lanes = f"flood, lanes (bulk at priority {args.bulk_priority})"
+    phases = {alone: (0, None), no_lanes: (args.bulk_clients, 0), with_lanes: (args.bulk_clients, args.bulk_priority)}
+    rounds: dict[str, list[dict]] = {name: [] for name in phases}
+    with tempfile.TemporaryDirectory(prefix="rerank-bench-") as tmp:
+        servers = start_servers(args, Path(tmp), [("ours", 1)])
+        try:
+            url = servers["ours"][1]
+            asyncio.run(lane_tools.phase(url, args.seed, 10, args.interactive_docs, 0, args.bulk_docs, None))
+            for r in range(args.rounds):
+                floods = [no_lanes, with_lanes] if r % 2 == 0 else [with_lanes, no_lanes]
+                for name in (alone, *floods):
+                    clients, priority = phases[name]
+                    seed = args.seed + 1000 * (r + 1) + len(rounds[name])
+                    result = asyncio.run(
+                        lane_tools.phase(
+                            url, seed, args.requests, args.interactive_docs, clients, args.bulk_docs, priority
+                        )
+                    )
+                    rounds[name].append(result)
+                    print(f"round {r + 1} {name}: {json.dumps(result)}", flush=True)
+        finally:
+            stop(servers)
+    summary = {name: lane_tools.medians(results) for name, results in rounds.items()}
+    print(json.dumps({"medians": summary}, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"medians": summary, "rounds": rounds}, indent=2))
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("run", "compare", "long", "cache", "soak", "peers", "models"):
+    for name in ("run", "compare", "long", "cache", "soak", "peers", "models", "lanes"):
         p = sub.add_parser(name)
         p.add_argument("--requests", type=int, default=100)
         p.add_argument("--concurrency", type=int, default=8)
@@ -307,6 +347,11 @@ def main() -> None:
             p.add_argument("--repeats", type=int, default=4, help="cache: times each request of `repeat` is sent")
             p.add_argument("--zipf-queries", type=int, default=50, help="cache: distinct queries of `zipf`")
             p.add_argument("--gpu-memory-utilization", type=float, default=0.4, help="GPU: each server's share")
+        if name == "lanes":
+            p.add_argument("--interactive-docs", type=int, default=8, help="documents of each interactive request")
+            p.add_argument("--bulk-clients", type=int, default=6, help="bulk clients flooding without pause")
+            p.add_argument("--bulk-docs", type=int, default=64, help="documents of each bulk request")
+            p.add_argument("--bulk-priority", type=int, default=10, help="the bulk clients' priority with lanes")
         if name == "models":
             p.add_argument("--second-model", required=True, help="the model served beside --model")
         if name == "peers":
@@ -350,6 +395,8 @@ def main() -> None:
             Path(args.json).write_text(json.dumps(result.summary(), indent=2))
     elif args.command == "models":
         several_models(args)
+    elif args.command == "lanes":
+        lanes(args)
     elif args.command == "long":
         long_documents(args)
     elif args.command == "cache":

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from server.cluster import Cluster, PairBudget
 from server.cross_encoder import builder_for
 from server.engine import Engine, Scores
-from server.engine_args import engine_identity
+from server.engine_args import engine_identity, max_batch_tokens
 from server.errors import ErrorKind, ServiceError
+from server.lanes import EngineLanes
 from server.metrics import Metrics, RejectReason
 from server.model_files import hub_revision, weights_identity
 from server.model_kind import QWEN3_RERANKER, ModelInfo, model_info
@@ -90,6 +91,7 @@ class RerankService:
             cluster.bulk_pairs if cluster else None,
         )
         metrics.max_pairs_in_flight.set(settings.max_pairs_in_flight)
+        self.lanes = EngineLanes(max_batch_tokens(settings))  # bulk waits while interactive is scored
         self.model_sha: str | None = None  # the hub commit of the model's files, if known (GET /info)
         self.score_cache: ScoreCache | None = None  # made at start, once the weights' identity is known
 
@@ -295,8 +297,15 @@ class RerankService:
         self.metrics.pairs_in_flight.inc(n)
         self.metrics.lane_pairs_in_flight[lane].inc(n)
         try:
-            priorities = pairs.engine_priorities(n, time.time(), self.settings.priority_delay_ms / 1000)
-            return await self._score_in_engine(token_ids, request_id, priorities, pairs.second_segment, lane)
+            delay = self.settings.priority_delay_ms / 1000
+            priorities = pairs.engine_priorities(n, time.time(), delay)
+            if bulk:  # it ages at the gate for its deferral, at most a quarter of its time-out
+                max_wait = min(pairs.priority * delay, self.settings.request_timeout / 4)
+                gate = self.lanes.bulk(sum(map(len, token_ids)), max_wait)
+            else:
+                gate = self.lanes.interactive(n)
+            async with gate:
+                return await self._score_in_engine(token_ids, request_id, priorities, pairs.second_segment, lane)
         finally:
             self.pairs.give_back(n, bulk)
             self.metrics.pairs_in_flight.dec(n)

@@ -136,3 +136,48 @@ def test_a_malformed_key_priority_is_refused_without_naming_the_key(entry):
     with pytest.raises(ValueError, match="KEY=PRIORITY") as raised:
         settings(api_key_priority=[entry])
     assert "s3cret" not in str(raised.value)
+
+
+async def test_bulk_waits_at_the_gate_while_interactive_pairs_are_in_the_engine():
+    from server.lanes import EngineLanes
+
+    lanes = EngineLanes(bulk_tokens_limit=100)
+    entered: list[str] = []
+
+    async def bulk(name: str, tokens: int, max_wait: float = 60) -> None:
+        async with lanes.bulk(tokens, max_wait):
+            entered.append(name)
+            await asyncio.sleep(0)
+
+    async with lanes.interactive(8):
+        first = asyncio.create_task(bulk("first", 60))
+        await until(lambda: lanes.waiting == 1)
+        await asyncio.sleep(0.01)
+        assert entered == [], "bulk went into the engine beside an interactive request"
+    await first
+    assert entered == ["first"]
+    # one step's worth of bulk tokens at a time; a larger request goes in alone
+    holder = asyncio.Event()
+
+    async def hold(tokens: int) -> None:
+        async with lanes.bulk(tokens, 60):
+            await holder.wait()
+
+    held = asyncio.create_task(hold(60))
+    await until(lambda: lanes.bulk_tokens == 60)
+    second = asyncio.create_task(bulk("second", 50))
+    await until(lambda: lanes.waiting == 1)
+    holder.set()
+    await asyncio.gather(held, second)
+    assert entered == ["first", "second"] and lanes.bulk_tokens == 0
+    await bulk("alone", 500)  # larger than the limit: in alone, not never
+
+
+async def test_bulk_ages_past_its_deferral_under_continuous_interactive_load():
+    from server.lanes import EngineLanes
+
+    lanes = EngineLanes(bulk_tokens_limit=100)
+    async with lanes.interactive(8):
+        async with asyncio.timeout(30):
+            async with lanes.bulk(10, max_wait=0.05):
+                assert lanes.bulk_tokens == 10
