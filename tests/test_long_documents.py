@@ -27,8 +27,8 @@ def long_doc(text: str, tokens: int, tokenizer: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def builder(tokenizer: Any) -> PromptBuilder:
-    return PromptBuilder(tokenizer, MAX_MODEL_LEN)
+def builder(qwen3_tokenizer: Any) -> PromptBuilder:
+    return PromptBuilder(qwen3_tokenizer, MAX_MODEL_LEN)
 
 
 # --- windows and offsets (no engine) ------------------------------------------------------------
@@ -36,11 +36,11 @@ def builder(tokenizer: Any) -> PromptBuilder:
 
 @pytest.mark.parametrize("text", [ASCII_TEXT, EMOJI_TEXT], ids=["ascii", "multilingual-emoji"])
 @pytest.mark.parametrize("max_tokens_per_doc", [None, 37])
-def test_windows_cover_the_document_and_offsets_are_exact(builder, tokenizer, text, max_tokens_per_doc):
-    doc = long_doc(text, 4 * MAX_MODEL_LEN, tokenizer)
+def test_windows_cover_the_document_and_offsets_are_exact(builder, qwen3_tokenizer, text, max_tokens_per_doc):
+    doc = long_doc(text, 4 * MAX_MODEL_LEN, qwen3_tokenizer)
     prompts = builder.build_chunked(QUERY, [doc], max_tokens_per_doc=max_tokens_per_doc, max_chunks=1000)
     [windows] = prompts.windows
-    doc_ids = tokenizer([" " + doc], add_special_tokens=False)["input_ids"][0]
+    doc_ids = qwen3_tokenizer([" " + doc], add_special_tokens=False)["input_ids"][0]
     frame = builder._frame(QUERY, None, max_tokens_per_doc)
     start_ids, length = frame.start, frame.doc_budget
     overlap = length // 8
@@ -52,13 +52,15 @@ def test_windows_cover_the_document_and_offsets_are_exact(builder, tokenizer, te
         assert window.end_token - window.first_token <= length and len(ids) <= MAX_MODEL_LEN
         # text[start:end] is exactly the window's tokens' text (the first window's tokens start
         # with the space the prompt puts before the document).
-        decoded = tokenizer.decode(doc_ids[window.first_token : window.end_token], clean_up_tokenization_spaces=False)
+        decoded = qwen3_tokenizer.decode(
+            doc_ids[window.first_token : window.end_token], clean_up_tokenization_spaces=False
+        )
         assert decoded == (" " if k == 0 else "") + doc[window.start : window.end], k
         if k:
             shared = windows[k - 1].end_token - window.first_token
             # The stated overlap; a window edge that would split a character moves back to its start.
             assert shared == overlap if text == ASCII_TEXT else overlap <= shared <= overlap + 3
-    assert "�" not in "".join(tokenizer.decode(doc_ids[w.first_token : w.end_token]) for w in windows)
+    assert "�" not in "".join(qwen3_tokenizer.decode(doc_ids[w.first_token : w.end_token]) for w in windows)
 
 
 def test_a_document_that_fits_is_one_window_with_the_truncate_prompt(builder):
@@ -68,8 +70,8 @@ def test_a_document_that_fits_is_one_window_with_the_truncate_prompt(builder):
     assert [len(w) for w in chunked.windows] == [1, 1] and chunked.truncated == [False, False]
 
 
-def test_max_chunks_keeps_the_first_windows(builder, tokenizer):
-    doc = long_doc(ASCII_TEXT, 10 * MAX_MODEL_LEN, tokenizer)
+def test_max_chunks_keeps_the_first_windows(builder, qwen3_tokenizer):
+    doc = long_doc(ASCII_TEXT, 10 * MAX_MODEL_LEN, qwen3_tokenizer)
     [windows] = builder.build_chunked(QUERY, [doc], max_chunks=3).windows
     assert len(windows) == 3 and windows[0].first_token == 0
     assert builder.build_chunked(QUERY, [doc], max_chunks=3).truncated == [True]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.metrics import Metrics
+from server.rerank_job import Lane
 
 
 def samples(metrics: Metrics) -> dict[str, float]:
@@ -45,7 +46,7 @@ def test_every_refusal_reason_is_a_series_from_the_start():
     text = metrics.render().decode()
     for reason in RejectReason:
         assert f'rerank_rejected_requests_total{{model="m",reason="{reason}"}} 0.0' in text
-    model.reject(RejectReason.OVERLOADED)
+    model.reject(RejectReason.OVERLOADED, Lane.BULK)
     assert 'rerank_rejected_requests_total{model="m",reason="overloaded"} 1.0' in metrics.render().decode()
 
 

@@ -96,6 +96,7 @@ def test_query_too_long_for_any_document(tok):
         builder.build("word " * MAX_LEN, ["doc"])
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     query=st.text(min_size=1, max_size=40),

@@ -86,6 +86,7 @@ def test_each_model_gets_its_values_in_order():
     assert [m.served_model_name for m in Settings(model=["a", "b"]).served_models()] == ["a", "b"]
 
 
+@pytest.mark.engine  # the test model's config
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
