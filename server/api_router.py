@@ -27,6 +27,7 @@ from server.errors import (
     ServiceError,
     TeiError,
     describe_validation_errors,
+    dialect_of,
     error_response,
     internal_error_message,
     log_internal_error,
@@ -34,6 +35,7 @@ from server.errors import (
 from server.protocol import ModelCard, ModelList, RerankRequest, RerankResponse
 from server.request_context import RequestRecord, current_request
 from server.rerank_job import Ranking, RerankJob, effective_priority, lane_of
+from server.score_protocol import ScoreData, ScoreRequest, ScoreResponse, ScoreUsage, is_score_body
 from server.served_models import ServedModels
 from server.serving import RerankService
 from server.tei_protocol import TEI_RANKS, TeiInfo, TeiRank, TeiRerankRequest
@@ -42,9 +44,10 @@ logger = logging.getLogger("server.api")
 router = APIRouter()
 
 RERANK_ROUTES = ("/v1/rerank", "/rerank", "/v2/rerank")
+SCORE_ROUTES = ("/score", "/v1/score")
 # The rerank routes parse their body themselves (orjson, then the dialect's model): these are the
 # request bodies they take, published in /openapi.json (server/app.py adds their schemas).
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (RerankRequest, TeiRerankRequest)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (RerankRequest, TeiRerankRequest, ScoreRequest)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in ERROR_STATUSES}
 RERANK_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse | TeiError}  # TeiError: requests in TEI's shape
@@ -70,9 +73,22 @@ async def score_unless_hung_up(
 ) -> Ranking | None:
     """The job's ranking, or None if the client hung up first (its engine requests are aborted); the
     request's record gets its counts for the access log."""
-    job = dataclasses.replace(job, priority=effective_priority(job.priority, record.key_priority))
-    record.documents, record.priority, record.lane = len(job.texts), job.priority, lane_of(job.priority)
-    work = asyncio.create_task(service.rerank(job, record.request_id))
+    rankings = await rank_unless_hung_up(service, request, [job], record)
+    return None if rankings is None else rankings[0]
+
+
+async def rank_unless_hung_up(
+    service: RerankService, request: Request, jobs: list[RerankJob], record: RequestRecord
+) -> list[Ranking] | None:
+    """Every job's ranking (scored at once), or None if the client hung up first (their engine requests
+    are aborted); served at the priority the request and its API key say. The request's record gets
+    its counts for the access log."""
+    key_priority = record.key_priority
+    jobs = [dataclasses.replace(j, priority=effective_priority(j.priority, key_priority)) for j in jobs]
+    priority = jobs[0].priority if jobs else effective_priority(0, key_priority)
+    record.documents, record.priority, record.lane = sum(len(j.texts) for j in jobs), priority, lane_of(priority)
+    ids = [record.request_id] if len(jobs) == 1 else [f"{record.request_id}-q{k}" for k in range(len(jobs))]
+    work = asyncio.ensure_future(asyncio.gather(*(service.rerank(job, i) for job, i in zip(jobs, ids, strict=True))))
     hangup = asyncio.create_task(_until_disconnected(request))
     try:
         await asyncio.wait((work, hangup), return_when=asyncio.FIRST_COMPLETED)
@@ -84,15 +100,16 @@ async def score_unless_hung_up(
                 await work
             logger.info(
                 "client hung up: aborted %d documents of request %s",
-                len(job.texts),
+                record.documents,
                 record.request_id,
                 extra={"request_id": record.request_id},
             )
     if work.cancelled():
         return None
-    ranking = work.result()
-    record.tokens, record.cached_tokens = ranking.prompt_tokens, ranking.cached_tokens
-    return ranking
+    rankings: list[Ranking] = work.result()
+    record.tokens = sum(r.prompt_tokens for r in rankings)
+    record.cached_tokens = sum(r.cached_tokens for r in rankings)
+    return rankings
 
 
 async def rerank(request: Request) -> Response:
@@ -100,23 +117,73 @@ async def rerank(request: Request) -> Response:
 
     Cohere's shape (`documents`) or TEI's (`texts`, server/tei_protocol.py), decided once from the
     body; one scoring path; every error in the body's dialect."""
+    return await answer(request, lambda data, record: rerank_body(request, data, record))
+
+
+async def score(request: Request) -> Response:
+    """vLLM's score API: one score per (text_1, text_2) pair, in the order sent (server/score_protocol.py)."""
+    return await answer(request, lambda data, record: score_body(request, data, record))
+
+
+async def answer(request: Request, handle: Any) -> Response:
+    """Read the body within --max-body-bytes and answer it with `handle(data, record)`; every error in
+    the body's dialect."""
     record = current_request()
     try:
         body = await read_body(request, request.app.state.settings.max_body_bytes)
     except ClientDisconnect:
         return Response(status_code=CLIENT_CLOSED)
+    return await answer_parsed(handle, body.data, body.dialect, record)
+
+
+async def answer_parsed(handle: Any, data: Any, dialect: Dialect, record: RequestRecord) -> Response:
     try:
-        if body.dialect is Dialect.TEI:
-            return await rerank_tei(request, body.data, record)
-        return await rerank_cohere(request, body.data, record)
+        return await handle(data, record)
     except ServiceError as exc:
-        exc.dialect = body.dialect
+        exc.dialect = dialect
         return exc.response()
     except ValidationError as exc:
-        return error_response(ErrorKind.VALIDATION, describe_validation_errors(list(exc.errors())), body.dialect)
+        return error_response(ErrorKind.VALIDATION, describe_validation_errors(list(exc.errors())), dialect)
     except Exception:
         log_internal_error(record.request_id)
-        return error_response(ErrorKind.INTERNAL, internal_error_message(record.request_id), body.dialect)
+        return error_response(ErrorKind.INTERNAL, internal_error_message(record.request_id), dialect)
+
+
+async def rerank_body(request: Request, data: Any, record: RequestRecord) -> Response:
+    """A rerank body in its dialect: TEI's (`texts`) or Cohere's."""
+    if dialect_of(data) is Dialect.TEI:
+        return await rerank_tei(request, data, record)
+    return await rerank_cohere(request, data, record)
+
+
+async def any_body(request: Request, data: Any, record: RequestRecord) -> Response:
+    """A body of any API this server speaks, told by its shape (SageMaker's /invocations, Vertex's
+    instances): the score API's sides, else a rerank body."""
+    if is_score_body(data):
+        return await score_body(request, data, record)
+    return await rerank_body(request, data, record)
+
+
+async def score_body(request: Request, data: Any, record: RequestRecord) -> Response:
+    body = ScoreRequest.model_validate(data)
+    service = served_models(request).pick(body.model)
+    jobs = body.jobs()
+    rankings = await rank_unless_hung_up(service, request, [job for job, _ in jobs], record)
+    if rankings is None:
+        return Response(status_code=CLIENT_CLOSED)
+    scores: list[float] = [0.0] * len(body.pairs())
+    for (_, positions), ranking in zip(jobs, rankings, strict=True):
+        values = ranking.logits if body.use_activation is False else ranking.scores
+        for position, value in zip(positions, values, strict=True):
+            scores[position] = value
+    tokens = record.tokens
+    answer = ScoreResponse(
+        id=f"score-{record.request_id}",
+        model=service.name,
+        data=[ScoreData(index=i, score=value) for i, value in enumerate(scores)],
+        usage=ScoreUsage(prompt_tokens=tokens, total_tokens=tokens),
+    )
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 async def rerank_cohere(request: Request, data: Any, record: RequestRecord) -> Response:
@@ -142,6 +209,22 @@ async def rerank_tei(request: Request, data: Any, record: RequestRecord) -> Resp
         ranks = TEI_RANKS.dump_json(body.response(ranking), exclude_unset=True)
         return Response(ranks, media_type="application/json")
 
+
+for _path in SCORE_ROUTES:
+    router.add_api_route(
+        _path,
+        score,
+        methods=["POST"],
+        summary="vLLM's score API: a score per pair (queries/documents, queries/items, data_1/data_2, text_1/text_2)",
+        responses={200: {"model": ScoreResponse}, **ERROR_RESPONSES},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreRequest"}}},
+            }
+        },
+        operation_id=f"score{_path.replace('/', '_')}",
+    )
 
 for _path in RERANK_ROUTES:
     router.add_api_route(

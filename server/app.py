@@ -8,17 +8,18 @@ from typing import Any
 from fastapi import FastAPI
 
 from server import __version__
-from server.api_router import REQUEST_MODELS, RERANK_ROUTES, router
+from server.api_router import REQUEST_MODELS, RERANK_ROUTES, SCORE_ROUTES, router
 from server.cluster import Cluster
 from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.middleware import ApiKeyMiddleware, RequestContextMiddleware
+from server.platforms import add_platform_routes
 from server.served_models import ServedModels
 from server.serving import RerankService
 from server.settings import Settings
 from server.tracing import setup_tracing
 
-PUBLIC_PATHS = ("/health", "/ready")
+PUBLIC_PATHS = ("/health", "/ready", "/ping")  # probes: liveness, readiness, SageMaker's
 
 
 def create_app(settings: Settings, cluster: Cluster | None = None) -> FastAPI:
@@ -39,6 +40,7 @@ def create_app(settings: Settings, cluster: Cluster | None = None) -> FastAPI:
     app.state.models = models
     app.state.service = models.default  # the default model's (the only one's, usually)
     app.include_router(router)
+    add_platform_routes(app, settings.health_route, settings.predict_route)
     install_error_handlers(app)
 
     # Added innermost first: the request context wraps auth. The body limit is the rerank routes'
@@ -46,11 +48,12 @@ def create_app(settings: Settings, cluster: Cluster | None = None) -> FastAPI:
     keys = settings.api_keys()
     if keys:
         public = PUBLIC_PATHS + (("/metrics",) if settings.metrics_public else ())
+        public += (settings.health_route,) if settings.health_route else ()
         app.add_middleware(
             ApiKeyMiddleware,
             keys=keys,
             public_paths=public,
-            dialect_paths=RERANK_ROUTES,
+            dialect_paths=RERANK_ROUTES + SCORE_ROUTES + ("/invocations",),
             priorities=settings.key_priorities(),
         )
     app.add_middleware(

@@ -52,10 +52,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SAGEMAKER_MODEL_DIR = Path("/opt/ml/model")  # where SageMaker puts a model's artifacts
+SAGEMAKER_PORT = 8080
+
+
 def settings_from_args(argv: list[str] | None = None) -> Settings:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    serve = bool(argv) and argv[0] == "serve"
+    args = build_parser().parse_args(argv[1:] if serve else argv)
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
+    if serve:
+        overrides = sagemaker_defaults(overrides)
     return Settings.from_env(**overrides)
+
+
+def sagemaker_defaults(overrides: dict[str, Any]) -> dict[str, Any]:
+    """`IMAGE serve`, as SageMaker runs a container: port 8080 (or SAGEMAKER_BIND_TO_PORT), the model
+    from /opt/ml/model when SageMaker put one there, and a drain that ends well within the 30 s
+    between its SIGTERM and SIGKILL; flags and RERANK_* variables still win."""
+
+    def unset(name: str) -> bool:
+        return name not in overrides and f"RERANK_{name.upper()}" not in os.environ
+
+    if unset("port"):
+        overrides["port"] = os.environ.get("SAGEMAKER_BIND_TO_PORT") or SAGEMAKER_PORT
+    if unset("model") and SAGEMAKER_MODEL_DIR.is_dir() and any(SAGEMAKER_MODEL_DIR.iterdir()):
+        overrides["model"] = str(SAGEMAKER_MODEL_DIR)
+    if unset("drain_delay"):
+        overrides["drain_delay"] = 2
+    if unset("drain_timeout"):
+        overrides["drain_timeout"] = 20
+    return overrides
 
 
 def refuse(message: str) -> NoReturn:

@@ -37,11 +37,11 @@ access_logger = logging.getLogger("server.access")
 
 # Known routes are metric labels as they are; anything else is "other" (bounded cardinality).
 KNOWN_ROUTES = frozenset(
-    {"/v1/rerank", "/rerank", "/v2/rerank", "/v1/models", "/info"}
-    | {"/health", "/ready", "/metrics", "/docs", "/openapi.json"}
+    {"/v1/rerank", "/rerank", "/v2/rerank", "/v1/models", "/info", "/score", "/v1/score", "/invocations"}
+    | {"/health", "/ready", "/ping", "/metrics", "/docs", "/openapi.json"}
 )
 # Probes and scrapes: no access-log line, no trace.
-UNTRACED_ROUTES = frozenset({"/health", "/ready", "/metrics"})
+UNTRACED_ROUTES = frozenset({"/health", "/ready", "/ping", "/metrics"})
 
 
 def header(scope: Scope, name: bytes) -> str | None:

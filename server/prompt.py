@@ -136,10 +136,25 @@ class BasePromptBuilder:
     def frame(self, query: str, instruction: str | None) -> Frame:
         raise NotImplementedError
 
-    def _frame(self, query: str, instruction: str | None, max_tokens_per_doc: int | None) -> Frame:
+    def _frame(
+        self, query: str, instruction: str | None, max_tokens_per_doc: int | None, max_prompt_tokens: int | None = None
+    ) -> Frame:
+        """The frame, its document budget cut to max_tokens_per_doc and to what max_prompt_tokens (vLLM's
+        truncate_prompt_tokens; -1: off) leaves after the frame: only the document is ever cut."""
         frame = self.frame(query, instruction)
-        if max_tokens_per_doc is not None and max_tokens_per_doc < frame.doc_budget:
-            return Frame(frame.start, frame.end, max_tokens_per_doc, frame.second_segment)
+        budget = frame.doc_budget
+        if max_tokens_per_doc is not None:
+            budget = min(budget, max_tokens_per_doc)
+        if max_prompt_tokens is not None and max_prompt_tokens != -1:
+            around = len(frame.start) + len(frame.end)
+            if max_prompt_tokens - around < 1:
+                raise QueryTooLongError(
+                    f"truncate_prompt_tokens={max_prompt_tokens} leaves no room for a document: the prompt around "
+                    f"it (instruction, query, template) takes {around} tokens; this server cuts only documents"
+                )
+            budget = min(budget, max_prompt_tokens - around)
+        if budget < frame.doc_budget:
+            return Frame(frame.start, frame.end, budget, frame.second_segment)
         return frame
 
     def encode_documents(self, texts: list[str]) -> list[list[int]]:
@@ -155,12 +170,13 @@ class BasePromptBuilder:
         instruction: str | None = None,
         max_tokens_per_doc: int | None = None,
         truncation_direction: Literal["right", "left"] = "right",
+        max_prompt_tokens: int | None = None,
     ) -> Prompts:
         """One prompt per document; a document longer than the budget loses its tail (the card),
         or with truncation_direction "left" its beginning (its last tokens are kept). Only the
         document's own tokens are cut, on a token boundary: never the prefix, instruction, query or
         suffix."""
-        frame = self._frame(query, instruction, max_tokens_per_doc)
+        frame = self._frame(query, instruction, max_tokens_per_doc, max_prompt_tokens)
         start, end, budget = frame.start, frame.end, frame.doc_budget
         if not documents:
             return Prompts([], [], doc_budget=budget, second_segment=frame.second_segment)
@@ -180,6 +196,7 @@ class BasePromptBuilder:
         max_tokens_per_doc: int | None = None,
         max_chunks: int = 64,
         overlap_tokens: int | None = None,
+        max_prompt_tokens: int | None = None,
     ) -> Prompts:
         """One prompt per window of each document (see `window_spans`); a document that fits the
         budget is one window whose prompt is exactly `build`'s.
@@ -187,7 +204,7 @@ class BasePromptBuilder:
         max_tokens_per_doc: window length (default and at most: the budget the prompt leaves for the
         document); overlap_tokens: default 1/8 of the window, at most half of it.
         """
-        frame = self._frame(query, instruction, max_tokens_per_doc)
+        frame = self._frame(query, instruction, max_tokens_per_doc, max_prompt_tokens)
         length = frame.doc_budget
         overlap = min(length // 8 if overlap_tokens is None else overlap_tokens, length // 2)
         if not documents:
@@ -250,7 +267,14 @@ def prompts_for(builder: BasePromptBuilder, job: RerankJob, settings: Settings) 
     if strategy is None:
         strategy = "chunk" if job.max_chunks_per_doc is not None else settings.long_document_strategy
     if strategy == "truncate":
-        return builder.build(job.query, job.texts, job.instruction, job.max_tokens_per_doc, job.truncation_direction)
+        return builder.build(
+            job.query,
+            job.texts,
+            job.instruction,
+            job.max_tokens_per_doc,
+            job.truncation_direction,
+            max_prompt_tokens=job.max_prompt_tokens,
+        )
     max_chunks = job.max_chunks_per_doc or settings.max_chunks_per_doc
     if max_chunks > settings.max_chunks_per_doc:
         raise ServiceError(
@@ -258,7 +282,13 @@ def prompts_for(builder: BasePromptBuilder, job: RerankJob, settings: Settings) 
             f"max_chunks_per_doc: at most {settings.max_chunks_per_doc} on this server, got {max_chunks}",
         )
     return builder.build_chunked(
-        job.query, job.texts, job.instruction, job.max_tokens_per_doc, max_chunks, settings.chunk_overlap_tokens
+        job.query,
+        job.texts,
+        job.instruction,
+        job.max_tokens_per_doc,
+        max_chunks,
+        settings.chunk_overlap_tokens,
+        max_prompt_tokens=job.max_prompt_tokens,
     )
 
 

@@ -45,6 +45,12 @@ class RerankOptions(BaseModel):
     max_chunks_per_doc: StrictInt | None = Field(
         None, ge=1, description="chunk: score at most this many windows of a document, the first ones"
     )
+    truncate_prompt_tokens: StrictInt | None = Field(
+        None,
+        ge=-1,
+        description="vLLM's field: each prompt at most this many tokens, reached by cutting its document (never the "
+        "instruction, query or template); -1: max_model_len",
+    )
     priority: StrictInt | None = Field(
         None,
         ge=MIN_PRIORITY,
@@ -60,6 +66,9 @@ class RerankRequest(RerankOptions):
 
     documents: list[StrictStr | TextDocument] = Field(description='the candidates: strings or objects {"text": "..."}')
     return_documents: StrictBool = Field(True, description="echo each document in its result")
+    use_activation: StrictBool | None = Field(
+        None, description="vLLM's field: false makes relevance_score the model's logit (default: its probability)"
+    )
 
     @field_validator("documents", mode="before")
     @classmethod
@@ -85,6 +94,7 @@ class RerankRequest(RerankOptions):
             long_document_strategy=self.long_document_strategy,
             max_chunks_per_doc=self.max_chunks_per_doc,
             priority=self.priority or 0,
+            max_prompt_tokens=self.truncate_prompt_tokens,
         )
 
     def response(self, ranking: Ranking, request_id: str, model: str) -> RerankResponse:
@@ -115,7 +125,8 @@ class RerankRequest(RerankOptions):
             fields["document"] = TextDocument(text=doc) if isinstance(doc, str) else doc
         if ranking.passages[i] is not None:
             fields["passage"] = ranking.passages[i]
-        return RerankResult(index=i, relevance_score=ranking.scores[i], **fields)
+        score = ranking.logits[i] if self.use_activation is False else ranking.scores[i]
+        return RerankResult(index=i, relevance_score=score, **fields)
 
 
 def search_units(documents: int) -> int:

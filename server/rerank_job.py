@@ -49,6 +49,7 @@ class RerankJob:
     truncate: bool | None = None
     truncation_direction: Direction = "right"  # right: keep a document's start; left: its end
     priority: int = 0  # lower first (the request's field and its API key's default, server/api_router.py)
+    max_prompt_tokens: int | None = None  # vLLM's truncate_prompt_tokens: each prompt at most this long (-1: off)
 
 
 @dataclass(frozen=True)

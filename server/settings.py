@@ -141,6 +141,17 @@ class Settings(BaseSettings):
         "besides --api-key: e.g. a bulk pipeline's key at 10 marks its traffic as bulk without changing its code; "
         "a request's own priority may only defer it further",
     )
+    health_route: str | None = Field(
+        None,
+        pattern=r"^/",
+        description="one more path answering as /ready (Vertex AI: AIP_HEALTH_ROUTE, read when this is unset)",
+    )
+    predict_route: str | None = Field(
+        None,
+        pattern=r"^/",
+        description='one more path taking {"instances": [rerank or score bodies], "parameters": {...}} and answering '
+        '{"predictions": [...]} (Vertex AI: AIP_PREDICT_ROUTE, read when this is unset)',
+    )
     metrics_public: bool = Field(False, description="serve /metrics without an API key")
     vllm_metrics: bool = Field(
         False,
@@ -342,6 +353,14 @@ class Settings(BaseSettings):
         """Settings from `RERANK_*` variables; `RERANK_API_KEYS` is read as well as `RERANK_API_KEY`."""
         import os
 
+        # Vertex AI tells a custom container its port and routes in its own variables
+        for name, variable in (
+            ("port", "AIP_HTTP_PORT"),
+            ("health_route", "AIP_HEALTH_ROUTE"),
+            ("predict_route", "AIP_PREDICT_ROUTE"),
+        ):
+            if name not in overrides and f"RERANK_{name.upper()}" not in os.environ and os.environ.get(variable):
+                overrides[name] = os.environ[variable]
         if "api_key" not in overrides:
             keys = ",".join(filter(None, (os.environ.get("RERANK_API_KEY"), os.environ.get("RERANK_API_KEYS"))))
             if keys:

@@ -49,6 +49,7 @@ class TeiRerankRequest(RerankOptions):
             truncate=self.truncate,
             truncation_direction=self.truncation_direction,
             priority=self.priority or 0,
+            max_prompt_tokens=self.truncate_prompt_tokens,
         )
 
     def response(self, ranking: Ranking) -> list[TeiRank]:

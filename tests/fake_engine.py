@@ -112,8 +112,9 @@ def settings(**overrides: Any) -> Any:
 
 
 @asynccontextmanager
-async def fake_server(api_key: str | None = API_KEY, **overrides: Any) -> AsyncIterator[FakeServer]:
-    """The app with `overrides` of the test settings, every model started (warmed up) on one FakeEngine."""
+async def fake_server(client_key: str | None = API_KEY, **overrides: Any) -> AsyncIterator[FakeServer]:
+    """The app with `overrides` of the test settings, every model started (warmed up) on one FakeEngine;
+    its client sends `client_key` (None: no key)."""
     from transformers import AutoTokenizer
 
     from server.app import create_app
@@ -124,7 +125,7 @@ async def fake_server(api_key: str | None = API_KEY, **overrides: Any) -> AsyncI
     tokenizer = _tokenizer(AutoTokenizer)
     for service in app.state.models.services:
         await service.start(engine, tokenizer, QWEN3_RERANKER)
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = {"Authorization": f"Bearer {client_key}"} if client_key else {}
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://fake", headers=headers, timeout=30) as client:
         yield FakeServer(app, engine, client)
