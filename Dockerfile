@@ -97,7 +97,7 @@ RUN user=$(getent passwd 1000 || true); \
 USER 1000:1000
 RUN bash /opt/rerank/scripts/bake-model.sh "$BAKE_MODEL"
 WORKDIR /workspace
-EXPOSE 8000 7860
+EXPOSE 8000 7860 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=900s --retries=3 CMD ["python3", "/opt/rerank/scripts/healthcheck.py"]
 # The entrypoint starts as root only to make a bind-mounted /workspace writable for uid 1000 (whoever
 # owns ./workspace on the host), then drops to uid 1000 before the server starts

@@ -3,7 +3,8 @@
 
 It asks the port the server listens on, found as the server finds it: the `--port` flag of the
 server's command line (the container's `python3 -m server ...`, PID 1 or a child of an init), else `RERANK_PORT`, else
-8000; the same for `--host` (an address that binds every interface is reached on loopback).
+SageMaker's (`serve`: `SAGEMAKER_BIND_TO_PORT` or 8080) or Vertex AI's (`AIP_HTTP_PORT`), else 8000; the same for
+`--host` (an address that binds every interface is reached on loopback).
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ def flag(argv: list[str], name: str) -> str | None:
 
 
 def ready_url(argv: list[str], env: dict[str, str]) -> str:
-    port = flag(argv, "--port") or env.get("RERANK_PORT") or "8000"
+    if argv[:1] == ["serve"]:  # SageMaker's contract (server/cli.py)
+        platform_port = env.get("SAGEMAKER_BIND_TO_PORT") or "8080"
+    else:
+        platform_port = env.get("AIP_HTTP_PORT") or "8000"
+    port = flag(argv, "--port") or env.get("RERANK_PORT") or platform_port
     host = flag(argv, "--host") or env.get("RERANK_HOST") or "0.0.0.0"
     if host in ANY_ADDRESS:
         host = "127.0.0.1"

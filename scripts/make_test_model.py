@@ -154,9 +154,13 @@ La capitale de la France est Paris. Die Hauptstadt von Deutschland ist Berlin. L
 """.split("\n")
 
 
-def build_cross_encoder(out_dir: Path, seed: int = 0, initializer_range: float = 0.08) -> Path:
+def build_cross_encoder(
+    out_dir: Path, seed: int = 0, initializer_range: float = 0.08, token_types: bool = True
+) -> Path:
     """A random BertForSequenceClassification with one label, as the MS MARCO MiniLM cross-encoders
-    are, and a BERT WordPiece tokenizer trained here on CORPUS (offline; deterministic)."""
+    are, and a BERT WordPiece tokenizer trained here on CORPUS (offline; deterministic).
+    token_types False: the tokenizer returns none (its model_input_names lack token_type_ids, as a
+    tokenizer saved from a bare `tokenizers` backend may), so transformers passes type 0 throughout."""
     import torch
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
@@ -166,7 +170,8 @@ def build_cross_encoder(out_dir: Path, seed: int = 0, initializer_range: float =
     wordpiece = BertWordPieceTokenizer(lowercase=True)
     wordpiece.train_from_iterator([line for line in CORPUS if line] * 4, vocab_size=600, min_frequency=1)
     wordpiece.save_model(str(out_dir))
-    tokenizer = BertTokenizerFast(vocab_file=str(out_dir / "vocab.txt"), model_max_length=512)
+    names = {} if token_types else {"model_input_names": ["input_ids", "attention_mask"]}
+    tokenizer = BertTokenizerFast(vocab_file=str(out_dir / "vocab.txt"), model_max_length=512, **names)
     tokenizer.save_pretrained(out_dir)
     config = BertConfig(
         vocab_size=wordpiece.get_vocab_size(),

@@ -3,7 +3,9 @@ template, as sentence-transformers' `CrossEncoder` encodes it (`[CLS] query [SEP
 for BERT, `<s> query </s></s> document </s>` for XLM-RoBERTa).
 
 The template is read once per request from the tokenizer's encoding of (query, placeholder): the
-ids before and after the placeholder's tokens, and where token type 1 (segment B) starts. A
+ids before and after the placeholder's tokens, and where token type 1 (segment B) starts, if the
+tokenizer returns token types at all (a tokenizer whose model_input_names lack them gets none: type
+0 throughout, as in transformers). A
 document is tokenized on its own: a pair's second text is pre-tokenized apart from the first, so
 its tokens are the same. Only the document is cut, never the query or the special tokens.
 `CrossEncoder` truncates `longest_first`, which cuts only the document as long as it is the longer
@@ -28,7 +30,9 @@ class CrossEncoderPromptBuilder(BasePromptBuilder):
         self.placeholder_ids: list[int] = tokenizer.encode(PLACEHOLDER, add_special_tokens=False)
 
     def frame(self, query: str, instruction: str | None) -> Frame:
-        pair = self.tokenizer(query, PLACEHOLDER, return_token_type_ids=True)
+        # Token types as the tokenizer returns them by default (its model_input_names), as transformers
+        # and CrossEncoder encode a pair: none (type 0 throughout) where it returns none.
+        pair = self.tokenizer(query, PLACEHOLDER)
         ids: list[int] = pair["input_ids"]
         sequence = pair.sequence_ids()
         first = sequence.index(1)

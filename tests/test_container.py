@@ -379,6 +379,67 @@ def test_a_killed_engine_process_ends_the_container_non_zero(container: Containe
     assert "the vLLM engine died" in container.log or "engine core" in container.log.lower()
 
 
+@contextlib.contextmanager
+def platform_container(image: str, model_mount: list[str], env: dict[str, str], args: list[str]) -> Iterator[str]:
+    """The image started the way a managed platform starts it (its arguments and variables, the host's
+    network), until it stops; yields the container's name."""
+    name = f"rerank-platform-{os.getpid()}"
+    podman("rm", "-f", name, check=False)
+    flags = [f"-e={k}={v}" for k, v in {"RERANK_DTYPE": "float32", "RERANK_MAX_MODEL_LEN": "512",
+                                         "RERANK_CPU_THREADS_BIND": "nobind", **env}.items()]  # fmt: skip
+    podman("run", "-d", "--name", name, "--network", "host", "--shm-size=2g", *model_mount, *flags, image, *args)
+    try:
+        yield name
+    finally:
+        podman("rm", "-f", "-t", "5", name, check=False)
+
+
+def wait_for(url: str, name: str) -> None:
+    deadline = time.monotonic() + START_S
+    while _get(url) != 200:
+        state = inspect(name)["State"]
+        assert state["Running"], "\n".join(container_output(podman("logs", name, check=False))[-40:])
+        assert time.monotonic() < deadline, f"{url} not 200 within {START_S}s"
+        time.sleep(2)
+
+
+def test_sagemaker_runs_the_image_as_serve_on_8080_with_its_model_directory(image: str, model_dir: Path):
+    """`docker run IMAGE serve` with the model in /opt/ml/model: /ping and /invocations on 8080 (every
+    body by its shape), and SIGTERM ends it within SageMaker's 30 s before SIGKILL, exit 0."""
+    with platform_container(image, ["-v", f"{model_dir}:/opt/ml/model:ro"], {}, ["serve"]) as name:
+        wait_for("http://127.0.0.1:8080/ping", name)
+        url = "http://127.0.0.1:8080/invocations"
+        rerank = httpx.post(url, json=QUERY, timeout=60)
+        assert rerank.status_code == 200 and len(rerank.json()["results"]) == 4, rerank.text
+        score = httpx.post(url, json={"queries": QUERY["query"], "items": QUERY["documents"][:2]}, timeout=60)
+        assert score.status_code == 200 and [d["index"] for d in score.json()["data"]] == [0, 1], score.text
+        started = time.monotonic()
+        podman("stop", "-t", "30", name, timeout=120)
+        stopped_in = time.monotonic() - started
+        state = inspect(name)["State"]
+        assert state["ExitCode"] == 0 and stopped_in < 30, (state["ExitCode"], stopped_in)
+
+
+def test_vertex_ai_runs_the_image_on_its_port_and_routes(image: str, model_dir: Path):
+    """Vertex AI's variables: the port, the health route (as /ready) and the predict route
+    (`instances` in, `predictions` out)."""
+    port = free_port()
+    env = {"AIP_HTTP_PORT": str(port), "AIP_HEALTH_ROUTE": "/v1/endpoints/1/deployedModels/2",
+           "AIP_PREDICT_ROUTE": "/v1/endpoints/1/deployedModels/2:predict", "AIP_MODE": "PREDICTION"}  # fmt: skip
+    mount = ["-v", f"{model_dir}:/models/tiny:ro"]
+    with platform_container(image, mount, env, ["--model", "/models/tiny"]) as name:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(base + env["AIP_HEALTH_ROUTE"], name)
+        body = {
+            "instances": [QUERY, {"queries": QUERY["query"], "documents": QUERY["documents"][:2]}],
+            "parameters": {"top_n": 1},
+        }
+        response = httpx.post(base + env["AIP_PREDICT_ROUTE"], json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        rerank, score = response.json()["predictions"]
+        assert len(rerank["results"]) == 1 and len(score["data"]) == 2
+
+
 def test_an_unreadable_model_directory_is_one_line_naming_path_and_uid(image: str, tmp_path: Path):
     secret = tmp_path / "secret-model"
     secret.mkdir(mode=0o700)

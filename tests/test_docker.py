@@ -159,3 +159,9 @@ def test_healthcheck_asks_the_port_and_host_the_server_was_given():
     assert ready_url(["--host", "127.0.0.5"], {}) == "http://127.0.0.5:8000/ready"
     assert ready_url(["--host", "::"], {"RERANK_PORT": "1"}) == "http://127.0.0.1:1/ready"
     assert ready_url(["--host", "::1"], {}) == "http://[::1]:8000/ready"
+    # the managed platforms' ports, as the server takes them (server/cli.py, server/settings.py)
+    assert ready_url(["serve"], {}) == "http://127.0.0.1:8080/ready"
+    assert ready_url(["serve"], {"SAGEMAKER_BIND_TO_PORT": "9001"}) == "http://127.0.0.1:9001/ready"
+    assert ready_url(["serve", "--port", "7000"], {"SAGEMAKER_BIND_TO_PORT": "9001"}) == "http://127.0.0.1:7000/ready"
+    assert ready_url([], {"AIP_HTTP_PORT": "8085"}) == "http://127.0.0.1:8085/ready"
+    assert ready_url([], {"AIP_HTTP_PORT": "8085", "RERANK_PORT": "9000"}) == "http://127.0.0.1:9000/ready"

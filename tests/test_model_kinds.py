@@ -30,6 +30,8 @@ WHOLE_WORDS = "gravity pulls objects toward each other and the capital of china 
 MODELS: dict[str, dict[str, Any]] = {
     "qwen3-seq-cls": dict(kind=ModelKind.QWEN3_SEQ_CLS, shape="tiny"),
     "cross-encoder": dict(kind=ModelKind.CROSS_ENCODER),
+    # a tokenizer that returns no token types: transformers (and CrossEncoder) pass type 0 throughout
+    "cross-encoder-no-token-types": dict(kind=ModelKind.CROSS_ENCODER, token_types=False, initializer_range=0.3),
     "qwen3-4b-width": dict(kind=ModelKind.QWEN3_RERANKER, shape="4b-width", initializer_range=0.02),
     "qwen3-8b-width": dict(kind=ModelKind.QWEN3_RERANKER, shape="8b-width", initializer_range=0.02),
 }
@@ -49,7 +51,8 @@ def build(name: str, root: Path) -> Path:
 
     spec = MODELS[name]
     if spec["kind"] is ModelKind.CROSS_ENCODER:
-        return build_cross_encoder(root / name)
+        ranges = {"initializer_range": spec["initializer_range"]} if "initializer_range" in spec else {}
+        return build_cross_encoder(root / name, token_types=spec.get("token_types", True), **ranges)
     path = build_model(root / name, shape=spec["shape"], initializer_range=spec.get("initializer_range", 0.08))
     return convert_to_seq_cls(path, path) if spec["kind"] is ModelKind.QWEN3_SEQ_CLS else path
 
