@@ -81,6 +81,60 @@ class FakeEngine:
         return [c for c in self.calls if c.request_id != WARMUP_REQUEST_ID]
 
 
+class EngineWrapper:
+    """The real engine behind a test's hooks: every call and field forwarded (a cross-encoder keeps its
+    token types, the queue its priorities), the pairs it is given counted, and `before` run first for
+    every request but the warm-up (told by its constant, WARMUP_REQUEST_ID). `fail`: requests raise a
+    bug-like error (its message must never reach a client)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.pairs = 0
+        self.fail = False
+
+    @property
+    def is_dead(self) -> bool:
+        return bool(self.real.is_dead)
+
+    @property
+    def dtype(self) -> str | None:
+        return self.real.dtype
+
+    async def before(self, prompts: Sequence[list[int]], request_id: str) -> None:
+        """A request's hook (a subclass holds or counts it here)."""
+
+    async def score(
+        self,
+        prompts: Sequence[list[int]],
+        request_id: str,
+        priorities: Sequence[int] | None = None,
+        second_segment: int | None = None,
+    ) -> Scores:
+        if request_id != WARMUP_REQUEST_ID:
+            await self.before(prompts, request_id)
+            if self.fail:
+                raise RuntimeError("secret internal detail")
+        self.pairs += len(prompts)
+        return await self.real.score(prompts, request_id, priorities, second_segment)
+
+
+class GatedEngine(EngineWrapper):
+    """Holds every request at a gate before the real engine scores it."""
+
+    def __init__(self, real: Any, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(real)
+        self.loop = loop
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    def open(self) -> None:
+        self.loop.call_soon_threadsafe(self.gate.set)
+
+    async def before(self, prompts: Sequence[list[int]], request_id: str) -> None:
+        self.waiting += 1
+        await self.gate.wait()
+
+
 def logit(prompt: Sequence[int]) -> float:
     """A repeatable stand-in for a model's logit, spread over about (-4, 4)."""
     return (sum(t * (i + 1) for i, t in enumerate(prompt)) % 8001) / 1000 - 4

@@ -9,14 +9,12 @@ import asyncio
 import logging
 import re
 import threading
-from collections.abc import Sequence
 
 import httpx
 import pytest
 
-from server.engine import Scores
-
 from .conftest import API_KEY, wait_until
+from .fake_engine import EngineWrapper, GatedEngine
 
 pytestmark = pytest.mark.engine
 
@@ -167,31 +165,8 @@ def test_api_key_never_logged(live_server, caplog, server):
     assert API_KEY not in caplog.text and "wrong-secret-key" not in caplog.text
 
 
-class FlakyEngine:
-    """Delegates to the real engine; fails with a bug-like error while `fail` is set."""
-
-    def __init__(self, real) -> None:  # noqa: ANN001
-        self.real = real
-        self.fail = False
-
-    @property
-    def is_dead(self) -> bool:
-        return self.real.is_dead
-
-    async def score(
-        self,
-        prompts: Sequence[list[int]],
-        request_id: str,
-        priorities: Sequence[int] | None = None,
-        second_segment: int | None = None,
-    ) -> Scores:
-        if self.fail:
-            raise RuntimeError("secret internal detail")
-        return await self.real.score(prompts, request_id, priorities)
-
-
 def test_internal_error_is_an_opaque_500_with_request_id(live_server, engine, caplog):
-    flaky = FlakyEngine(engine)
+    flaky = EngineWrapper(engine)
     live = live_server(engine_override=flaky)
     flaky.fail = True
     with live.client() as c, caplog.at_level(logging.ERROR, logger="server"):
@@ -201,31 +176,6 @@ def test_internal_error_is_an_opaque_500_with_request_id(live_server, engine, ca
         assert "secret internal detail" in caplog.text and "req-500" in caplog.text  # traceback in the log
         flaky.fail = False
         assert_still_serving(c)
-
-
-class GatedEngine(FlakyEngine):
-    """Holds every request at a gate before the real engine scores it."""
-
-    def __init__(self, real, loop) -> None:  # noqa: ANN001
-        super().__init__(real)
-        self.gate = asyncio.Event()
-        self.loop = loop
-        self.waiting = 0
-
-    def open(self) -> None:
-        self.loop.call_soon_threadsafe(self.gate.set)
-
-    async def score(
-        self,
-        prompts: Sequence[list[int]],
-        request_id: str,
-        priorities: Sequence[int] | None = None,
-        second_segment: int | None = None,
-    ) -> Scores:
-        if request_id != "warmup":
-            self.waiting += 1
-            await self.gate.wait()
-        return await self.real.score(prompts, request_id, priorities)
 
 
 def test_overload_is_429_with_retry_after(live_server, engine, engine_loop):

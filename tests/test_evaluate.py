@@ -154,21 +154,18 @@ def test_metrics_equal_hand_computed_values():
 
 def test_a_server_answering_429_is_retried_to_completion(live_server, engine, tmp_path):
     """--max-pairs-in-flight of one request's worth: concurrent requests get 429 until it is free."""
-    from .test_score_cache import CountingEngine
+    from .fake_engine import EngineWrapper
 
-    class HeldUntilRefused(CountingEngine):
+    class HeldUntilRefused(EngineWrapper):
         """Holds the first request in the engine until the server has refused another one."""
 
-        async def score(self, prompts, request_id, priorities=None, second_segment=None):  # noqa: ANN001, ANN201
-            if request_id != "warmup" and not getattr(self, "released", False):
+        async def before(self, prompts, request_id) -> None:  # noqa: ANN001
+            if not getattr(self, "released", False):
                 self.released = True
-                import asyncio
-
                 for _ in range(600):
                     if overloaded() > 0:
                         break
                     await asyncio.sleep(0.05)
-            return await super().score(prompts, request_id, priorities)
 
     held = HeldUntilRefused(engine)
     busy = live_server(engine_override=held, max_pairs_in_flight=DEPTH, max_documents=DEPTH)
@@ -191,9 +188,9 @@ def test_a_server_answering_429_is_retried_to_completion(live_server, engine, tm
 def test_an_interrupted_run_resumes_without_rescoring(live_server, engine, tmp_path):
     """Ctrl-C while the server holds a query: the run stops at that point whatever the machine's speed (a
     run left to race the poll can finish before it is interrupted), and the resumed run sends only the rest."""
-    from .test_score_cache import CountingEngine
+    from .fake_engine import EngineWrapper
 
-    class HeldAfter(CountingEngine):
+    class HeldAfter(EngineWrapper):
         """Scores the first `free` requests, then holds every later one until the test releases them."""
 
         def __init__(self, real, free: int) -> None:  # noqa: ANN001
@@ -201,12 +198,11 @@ def test_an_interrupted_run_resumes_without_rescoring(live_server, engine, tmp_p
             self.free, self.calls, self.held = free, 0, 0
             self.released = threading.Event()
 
-        async def score(self, prompts, request_id, priorities=None, second_segment=None):  # noqa: ANN001, ANN201
-            self.calls += request_id != "warmup"
+        async def before(self, prompts, request_id) -> None:  # noqa: ANN001
+            self.calls += 1
             if self.calls > self.free and not self.released.is_set():
                 self.held += 1
                 await asyncio.to_thread(self.released.wait)
-            return await super().score(prompts, request_id, priorities)
 
     gate = HeldAfter(engine, free=5)
     held = live_server(engine_override=gate, score_cache_size=0)

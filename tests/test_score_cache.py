@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -17,37 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.settings import Settings
 
 from .conftest import wait_until
+from .fake_engine import EngineWrapper
 
 pytestmark = pytest.mark.engine
 
 QUERY = "Which river runs through the old town?"
 LONG = " ".join(f"The river passes bridge number {i} on its way through the old town." for i in range(120))
-
-
-class CountingEngine:
-    """The real engine, counting the pairs it is given."""
-
-    def __init__(self, real) -> None:  # noqa: ANN001
-        self.real = real
-        self.pairs = 0
-
-    @property
-    def is_dead(self) -> bool:
-        return self.real.is_dead
-
-    @property
-    def dtype(self) -> str | None:
-        return self.real.dtype
-
-    async def score(
-        self,
-        prompts: Sequence[list[int]],
-        request_id: str,
-        priorities: Sequence[int] | None = None,
-        second_segment: int | None = None,
-    ):  # noqa: ANN201
-        self.pairs += len(prompts)
-        return await self.real.score(prompts, request_id, priorities)
 
 
 def docs(tag: str, n: int = 4) -> list[str]:
@@ -57,7 +31,7 @@ def docs(tag: str, n: int = 4) -> list[str]:
 
 def counted_server(live_server, engine, **overrides):  # noqa: ANN001, ANN201
     """A live server on the counted engine, with the score cache at the server's default size."""
-    counter = CountingEngine(engine)
+    counter = EngineWrapper(engine)  # the real engine, counting the pairs it is given
     overrides.setdefault("score_cache_size", Settings.model_fields["score_cache_size"].default)
     live = live_server(engine_override=counter, **overrides)
     counter.pairs = 0  # the warm-up's

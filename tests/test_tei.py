@@ -150,7 +150,7 @@ def test_no_key_is_401_on_the_tei_shape_and_on_info(server):
 def test_errors_found_before_the_body_is_parsed_come_in_teis_body_too(live_server, engine):
     """Over --max-body-bytes (with a Content-Length and chunked), not JSON, and an internal error:
     a TEI body gets TEI's error body; a Cohere body the one shape."""
-    from .test_errors import FlakyEngine
+    from .fake_engine import EngineWrapper
 
     small = live_server(max_body_bytes=2048)
     big_tei = {"query": QUERY, "texts": ["x" * 4096]}
@@ -164,7 +164,7 @@ def test_errors_found_before_the_body_is_parsed_come_in_teis_body_too(live_serve
             "/rerank", content=b'{"query": "q", "texts": ["a",]}', headers={"content-type": "application/json"}
         )
         assert_tei_error(not_json, 400, "Validation", "not valid JSON")
-    flaky = FlakyEngine(engine)
+    flaky = EngineWrapper(engine)
     broken = live_server(engine_override=flaky)
     flaky.fail = True
     with broken.client() as c:
