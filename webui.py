@@ -193,11 +193,11 @@ CSS = """
 """
 
 
-def build_ui(client: RerankClient):  # noqa: ANN201
+def build_ui(client: RerankClient):
     import gradio as gr
     import pandas as pd
 
-    def on_submit(query: str, documents: str, instruction: str, top_n: float, strategy: str, model: str | None):  # noqa: ANN202
+    def on_submit(query: str, documents: str, instruction: str, top_n: float, strategy: str, model: str | None):
         rows, message = client.rerank(query, documents, instruction, top_n, strategy, model)
         table = pd.DataFrame(table_rows(rows), columns=COLUMNS)
         labels = [f"#{r[0]} {shorten(r[3], CHART_LABEL_CHARS).split('… (')[0]}" for r in rows]
@@ -205,7 +205,7 @@ def build_ui(client: RerankClient):  # noqa: ANN201
         hint = "Select a row to read its document in full." if rows else ""
         return table, chart, message, client.status(), rows, hint
 
-    def on_load():  # noqa: ANN202
+    def on_load():
         names = client.models()
         return client.status(), gr.Dropdown(choices=names, value=names[0] if names else None)
 

@@ -5,7 +5,7 @@ vLLM's own rerank server on the same model files and engine flags.
     # one server (--pid: also its CPU time per document)
     python scripts/bench.py run --url http://127.0.0.1:8000 --requests 200 --concurrency 8
     # ours vs vLLM's own server, alternating rounds; the engine flags given go to both, and each
-    # server keeps its own defaults for the rest (ours differ: see server/engine.py); --dtype default
+    # server keeps its own defaults for the rest (ours differ: see server/engine_args.py); --dtype default
     # passes no dtype, so each server runs the model with its own default
     python scripts/bench.py compare --model models/micro --requests 200 --concurrency 8 --rounds 3
     # beside them, this server as it was at a git revision, and with other flags (traced: to a sink)
@@ -51,13 +51,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # rerank_bench, beside this file
 
-from rerank_bench import lanes as lane_tools  # noqa: E402
-from rerank_bench import peers as peer_tools  # noqa: E402
-from rerank_bench import workloads  # noqa: E402
-from rerank_bench.load import Result, cpu_by_kind, run_load, score_cache_counters  # noqa: E402
-from rerank_bench.report import cache_report, long_report, models_report, peers_report, report  # noqa: E402
-from rerank_bench.servers import OtlpSink, check_same_scores, start_servers, stop  # noqa: E402
-from rerank_bench.soak import run as soak  # noqa: E402
+from rerank_bench import lanes as lane_tools
+from rerank_bench import peers as peer_tools
+from rerank_bench import workloads
+from rerank_bench.load import Result, cpu_by_kind, run_load, score_cache_counters
+from rerank_bench.report import cache_report, long_report, models_report, peers_report, report
+from rerank_bench.servers import OtlpSink, check_same_scores, start_servers, stop
+from rerank_bench.soak import run as soak
 
 
 def more_of_ours(args: argparse.Namespace, otlp_url: str | None = None) -> list[tuple[str, int, str, list[str]]]:

@@ -31,10 +31,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # rerank_eval, beside this file
 
-from rerank_eval.client import Combination, ServerError, load_partial, rerank_all  # noqa: E402
-from rerank_eval.data import DataError, Run, load_beir, read_trec_run, top, write_trec_run  # noqa: E402
-from rerank_eval.first_stage import bm25  # noqa: E402
-from rerank_eval.metrics import MAX_P, METRICS, compare, scores  # noqa: E402
+from rerank_eval.client import Combination, ServerError, load_partial, rerank_all
+from rerank_eval.data import DataError, Run, load_beir, read_trec_run, top, write_trec_run
+from rerank_eval.first_stage import bm25
+from rerank_eval.metrics import MAX_P, METRICS, compare, scores
 
 FIRST_STAGE = "first-stage"
 EVAL_EXTRA = ("ranx", "tqdm")  # and bm25s for --bm25: pyproject.toml's eval extra

@@ -12,7 +12,7 @@ files users read and copy are derived here, so none can drift:
 - `deploy/helm/qwen3-reranker/values.schema.json`: the chart's `config` values (scripts/helm_values_schema.py).
 
     python scripts/settings_files.py          # rewrite them
-    python scripts/settings_files.py --check  # exit 1 if one is out of date (tests/test_settings_files.py)
+    python scripts/settings_files.py --check  # exit 1 if one is out of date (tests/test_docker.py)
 """
 
 from __future__ import annotations

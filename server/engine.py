@@ -40,7 +40,7 @@ class Scores:
 
 
 class Engine(Protocol):
-    """What the service needs from an engine (a fake one serves API-edge unit tests)."""
+    """What the service needs from an engine (tests/fake_engine.py's FakeEngine serves the fast tier)."""
 
     @property
     def is_dead(self) -> bool: ...

@@ -87,10 +87,6 @@ class ServiceError(Exception):
         self.headers = headers or {}
         self.dialect = dialect
 
-    @property
-    def status(self) -> int:
-        return self.kind.status
-
     def response(self) -> Response:
         return error_response(self.kind, self.message, self.dialect, self.headers)
 

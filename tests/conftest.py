@@ -71,7 +71,7 @@ class EngineLoop:
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 300) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def submit(self, coro: Coroutine[Any, Any, T]):  # noqa: ANN201
+    def submit(self, coro: Coroutine[Any, Any, T]):
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def close(self) -> None:

@@ -68,7 +68,7 @@ def http_receiver() -> Iterator[tuple[str, Receiver]]:
     received = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             if self.path == "/v1/traces" and self.headers["Content-Type"] == "application/x-protobuf":
                 received.take(trace_service_pb2.ExportTraceServiceRequest.FromString(body))
@@ -102,7 +102,7 @@ def grpc_receiver() -> Iterator[tuple[str, Receiver]]:
     received = Receiver()
 
     class Service(trace_service_pb2_grpc.TraceServiceServicer):
-        def Export(self, request, context):  # noqa: N802, ANN001, ANN201
+        def Export(self, request, context):
             received.take(request)
             return trace_service_pb2.ExportTraceServiceResponse()
 

@@ -103,7 +103,7 @@ def test_soak_judges_growth_over_the_window_and_every_failure() -> None:
         assert not summarize(failing, window_s=900, max_growth=0.05)["passed"], outcome
 
 
-def test_the_peers_report_pairs_each_rounds_servers(tmp_path) -> None:  # noqa: ANN001
+def test_the_peers_report_pairs_each_rounds_servers(tmp_path) -> None:
     import argparse
 
     from rerank_bench.peers import PeerRun
@@ -124,7 +124,7 @@ def test_the_peers_report_pairs_each_rounds_servers(tmp_path) -> None:  # noqa: 
     assert (tmp_path / "peers.json").exists()
 
 
-def test_a_profile_is_summed_per_innermost_process(tmp_path) -> None:  # noqa: ANN001
+def test_a_profile_is_summed_per_innermost_process(tmp_path) -> None:
     from rerank_bench.peers import summarize_profile
 
     raw = tmp_path / "ours.raw.txt"
@@ -139,7 +139,7 @@ def test_a_profile_is_summed_per_innermost_process(tmp_path) -> None:  # noqa: A
     assert "   75.0%  encode (tiktoken/core.py:127)" in summary.splitlines()
 
 
-def test_vllm_bench_is_rerun_as_its_console_script_against_each_servers_path(tmp_path) -> None:  # noqa: ANN001
+def test_vllm_bench_is_rerun_as_its_console_script_against_each_servers_path(tmp_path) -> None:
     import argparse
 
     from rerank_bench.peers import printable, vllm_bench_command

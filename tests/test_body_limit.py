@@ -82,7 +82,7 @@ CLIENTS: dict[str, Callable[[str, str], tuple[int, dict]]] = {
 
 
 @pytest.fixture(scope="module")
-def small_body_server(live_server):  # noqa: ANN001, ANN201
+def small_body_server(live_server):
     return live_server(max_body_bytes=LIMIT)
 
 

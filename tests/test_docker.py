@@ -114,7 +114,7 @@ def test_every_variable_of_env_example_set_in_env_reaches_the_server(tmp_path: P
     ]
 
 
-def settings_from(environment: dict[str, str]):  # noqa: ANN201
+def settings_from(environment: dict[str, str]):
     """Settings as the server in the container reads them from this environment."""
     from unittest import mock
 

@@ -23,7 +23,7 @@ def vllm_score_response(data: dict) -> None:
     assert all(set(d) == {"index", "object", "score"} and d["object"] == "score" for d in data["data"])
 
 
-async def rerank_scores(client, query: str, docs: list[str], **extra) -> dict[int, float]:  # noqa: ANN001
+async def rerank_scores(client, query: str, docs: list[str], **extra) -> dict[int, float]:
     response = await client.post("/v1/rerank", json={"query": query, "documents": docs, **extra})
     assert response.status_code == 200, response.text
     return {r["index"]: r["relevance_score"] for r in response.json()["results"]}

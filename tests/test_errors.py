@@ -35,7 +35,7 @@ def assert_still_serving(client: httpx.Client) -> None:
     assert response.status_code == 200 and len(response.json()["results"]) == 2
 
 
-def engine_idle(engine) -> bool:  # noqa: ANN001
+def engine_idle(engine) -> bool:
     return engine.llm.get_num_unfinished_requests() == 0
 
 

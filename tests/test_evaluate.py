@@ -72,7 +72,7 @@ def read_run(path: Path) -> dict[str, dict[str, float]]:
     return run
 
 
-def rerank_requests(server) -> float:  # noqa: ANN001
+def rerank_requests(server) -> float:
     with server.client() as c:
         text = c.get("/metrics").text
     return sum(
@@ -159,7 +159,7 @@ def test_a_server_answering_429_is_retried_to_completion(live_server, engine, tm
     class HeldUntilRefused(EngineWrapper):
         """Holds the first request in the engine until the server has refused another one."""
 
-        async def before(self, prompts, request_id) -> None:  # noqa: ANN001
+        async def before(self, prompts, request_id) -> None:
             if not getattr(self, "released", False):
                 self.released = True
                 for _ in range(600):
@@ -193,12 +193,12 @@ def test_an_interrupted_run_resumes_without_rescoring(live_server, engine, tmp_p
     class HeldAfter(EngineWrapper):
         """Scores the first `free` requests, then holds every later one until the test releases them."""
 
-        def __init__(self, real, free: int) -> None:  # noqa: ANN001
+        def __init__(self, real, free: int) -> None:
             super().__init__(real)
             self.free, self.calls, self.held = free, 0, 0
             self.released = threading.Event()
 
-        async def before(self, prompts, request_id) -> None:  # noqa: ANN001
+        async def before(self, prompts, request_id) -> None:
             self.calls += 1
             if self.calls > self.free and not self.released.is_set():
                 self.held += 1

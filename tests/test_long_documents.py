@@ -189,7 +189,7 @@ def test_huge_document_is_bounded_and_does_not_hold_up_a_short_request(server, e
     """~50x max_model_len tokens: at most --max-chunks-per-doc windows, no memory blow-up, and a
     short request sent while it is scored is answered before it (its windows after the first
     yield to other requests in the engine's priority queue)."""
-    DOCS = 6  # noqa: N806  (enough windows that the engine has a backlog when the short request comes)
+    DOCS = 6  # enough windows that the engine has a backlog when the short request comes
     # Random words: no window repeats another, so none is served whole from the prefix cache.
     rng = random.Random(7)
     words = ASCII_TEXT.split() + "search ranking neural retrieval passage query capital mountain science".split()

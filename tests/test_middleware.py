@@ -19,7 +19,7 @@ def anyio_backend() -> str:
     return "asyncio"  # the server runs on asyncio (uvicorn)
 
 
-async def echo_body(scope, receive, send) -> None:  # noqa: ANN001
+async def echo_body(scope, receive, send) -> None:
     body = b""
     while True:
         message = await receive()
@@ -32,7 +32,7 @@ async def echo_body(scope, receive, send) -> None:  # noqa: ANN001
     await send({"type": "http.response.body", "body": body})
 
 
-def client(app) -> httpx.AsyncClient:  # noqa: ANN001
+def client(app) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t")
 
 
@@ -66,7 +66,7 @@ async def test_api_keys_and_the_dialect_of_a_refused_body():
     assert tei.status_code == 401 and set(tei.json()) == {"error", "error_type"}
 
 
-async def parse_body(scope, receive, send) -> None:  # noqa: ANN001
+async def parse_body(scope, receive, send) -> None:
     """A route that reads its body as the rerank routes do (server/body.py), limit 16 bytes."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -81,7 +81,7 @@ async def parse_body(scope, receive, send) -> None:  # noqa: ANN001
 
 @pytest.mark.anyio
 async def test_the_body_limit_refuses_before_and_while_reading_in_the_bodys_dialect():
-    async def chunks(*parts: bytes):  # noqa: ANN202  (no Content-Length: the limit applies while reading)
+    async def chunks(*parts: bytes):  # no Content-Length: the limit applies while reading
         for part in parts:
             yield part
 

@@ -9,7 +9,7 @@ from server.model_files import hub_revision
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def fake_hub_cache(root, name: str = "Org/Model"):  # noqa: ANN001, ANN201
+def fake_hub_cache(root, name: str = "Org/Model"):
     repo = root / f"models--{name.replace('/', '--')}"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(COMMIT + "\n")

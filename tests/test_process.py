@@ -52,7 +52,7 @@ class ServerProcess:
         flags = ["--dtype", "float32", "--max-model-len", "512", "--enforce-eager", "--block-size", "32"]
         flags += ["--kv-cache-gib", "1", "--host", "127.0.0.1", "--drain-timeout", "20", "--drain-delay", "10"]
         flags += list(extra_flags)
-        self.stdout = open(workdir / "stdout.txt", "w")  # noqa: SIM115
+        self.stdout = open(workdir / "stdout.txt", "w")
         self.proc = subprocess.Popen(
             ENTRYPOINT + flags,
             cwd=workdir,

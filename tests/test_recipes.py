@@ -30,19 +30,19 @@ def adapted(code: str, url: str, model: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def python_recipes(server) -> dict[str, dict]:  # noqa: ANN001
+def python_recipes(server) -> dict[str, dict]:
     """Each Python snippet's variables after running it, keyed by what it imports."""
     found = {}
     for code in recipes("python"):
         namespace: dict = {}
-        exec(compile(adapted(code, server.url, server.service.name), "README", "exec"), namespace)  # noqa: S102
+        exec(compile(adapted(code, server.url, server.service.name), "README", "exec"), namespace)
         key = next(k for k in ("langchain", "llama_index", "cohere") if k in code)
         found[key] = namespace
     assert set(found) == {"cohere", "langchain", "llama_index"}
     return found
 
 
-def expected_order(client) -> list[int]:  # noqa: ANN001
+def expected_order(client) -> list[int]:
     body = {
         "query": "What is the capital of China?",
         "documents": ["Gravity is a force.", "Beijing is the capital of China."],
@@ -90,7 +90,7 @@ def test_cohere_v1_max_chunks_per_doc_chunks_a_long_document(server):
     response = co.rerank(model=server.service.name, query=query, documents=documents, max_chunks_per_doc=3)
     sdk_scores = {r.index: r.relevance_score for r in response.results}
 
-    def server_score(**extra) -> tuple[float, dict | None]:  # noqa: ANN003
+    def server_score(**extra) -> tuple[float, dict | None]:
         with server.client() as c:
             results = c.post("/v1/rerank", json={"query": query, "documents": documents, **extra}).json()["results"]
         [first] = [r for r in results if r["index"] == 0]

@@ -59,7 +59,7 @@ class HAProxy:
         cfg = workdir / "haproxy.cfg"
         cfg.write_text(HAPROXY_CFG.format(port=self.port, stats_port=self.stats_port, servers=servers))
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(workdir / "haproxy.txt", "w")  # noqa: SIM115
+        self.log = open(workdir / "haproxy.txt", "w")
         self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=self.log, stderr=subprocess.STDOUT)
 
     def status(self) -> dict[str, str]:

@@ -38,7 +38,7 @@ def test_no_operation_returns_a_server_error(server):
 
         @given(case=strategy)
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck))
-        def fuzz(case) -> None:  # noqa: ANN001
+        def fuzz(case) -> None:
             response = case.call(base_url=server.url, headers=AUTH, timeout=60)
             assert response.status_code < 500, f"{case.method} {case.path} -> {response.status_code}: {response.text}"
             if case.path != "/metrics":  # Prometheus' text format, not JSON

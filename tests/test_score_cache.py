@@ -29,7 +29,7 @@ def docs(tag: str, n: int = 4) -> list[str]:
     return [f"{tag}: the river runs past house {i} and the mill." for i in range(n)]
 
 
-def counted_server(live_server, engine, **overrides):  # noqa: ANN001, ANN201
+def counted_server(live_server, engine, **overrides):
     """A live server on the counted engine, with the score cache at the server's default size."""
     counter = EngineWrapper(engine)  # the real engine, counting the pairs it is given
     overrides.setdefault("score_cache_size", Settings.model_fields["score_cache_size"].default)
@@ -38,7 +38,7 @@ def counted_server(live_server, engine, **overrides):  # noqa: ANN001, ANN201
     return live, counter
 
 
-def rerank(live, body: dict) -> dict:  # noqa: ANN001
+def rerank(live, body: dict) -> dict:
     with live.client() as c:
         response = c.post("/v1/rerank", json=body)
     assert response.status_code == 200, response.text
@@ -49,7 +49,7 @@ def scores(data: dict) -> dict[int, float]:
     return {r["index"]: r["relevance_score"] for r in data["results"]}
 
 
-def metric(live, name: str) -> float:  # noqa: ANN001
+def metric(live, name: str) -> float:
     with live.client() as c:
         text = c.get("/metrics").text
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)

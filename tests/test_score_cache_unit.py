@@ -24,13 +24,13 @@ def test_a_pair_whose_first_scorer_fails_is_scored_by_the_one_that_waited():
         first_started, waiting = asyncio.Event(), asyncio.Event()
         calls: list[str] = []
 
-        async def failing(prompts, priorities):  # noqa: ANN001, ANN202
+        async def failing(prompts, priorities):
             calls.append("first")
             first_started.set()
             await waiting.wait()
             raise RuntimeError("the first caller's client hung up")
 
-        async def working(prompts, priorities):  # noqa: ANN001, ANN202
+        async def working(prompts, priorities):
             calls.append("second")
             return [0.25] * len(prompts), 0
 

@@ -34,7 +34,7 @@ def metric(client: httpx.Client, name: str, **labels: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def two_names(live_server, tiny_model) -> LiveServer:  # noqa: ANN001
+def two_names(live_server, tiny_model) -> LiveServer:
     """Models "small" and "large", both the tiny model on the session's engine, not started yet."""
     return live_server(start=False, model=[str(tiny_model)] * 2, served_model_name=["small", "large"])
 

@@ -91,7 +91,7 @@ class WebUI:
 
         self.port = free_port()
         ARTIFACTS.mkdir(exist_ok=True)
-        self.log = open(ARTIFACTS / "webui.log", "w")  # noqa: SIM115
+        self.log = open(ARTIFACTS / "webui.log", "w")
         cmd = [sys.executable, str(ROOT / "webui.py"), "--server-url", server_url, "--api-key", API_KEY]
         self.proc = subprocess.Popen(
             [*cmd, "--port", str(self.port)],
@@ -128,7 +128,7 @@ class WebUI:
 
         return self.driver.find_element(By.CSS_SELECTOR, css).text
 
-    def wait_for(self, predicate, timeout: float = 60):  # noqa: ANN001, ANN201
+    def wait_for(self, predicate, timeout: float = 60):
         from selenium.webdriver.support.ui import WebDriverWait
 
         return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(lambda d: predicate())
@@ -158,7 +158,7 @@ class WebUI:
 
 
 @pytest.fixture(scope="module")
-def webui_on_server(server) -> Iterator[WebUI]:  # noqa: ANN001
+def webui_on_server(server) -> Iterator[WebUI]:
     """One WebUI (its process and a browser) for the tests on the session's server; each reloads it."""
     ui = WebUI(server.url)
     yield ui

@@ -58,7 +58,7 @@ def request(rng: random.Random, docs: int, priority: int | None, tei: bool) -> d
     return body
 
 
-async def post(session, url: str, body: dict, lane: Lane) -> int:  # noqa: ANN001
+async def post(session, url: str, body: dict, lane: Lane) -> int:
     """Send one request; its status (0: a transport error) is counted in `lane`."""
     import aiohttp
 

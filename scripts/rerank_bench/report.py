@@ -130,7 +130,7 @@ def models_report(rounds: dict[str, list[Result]], args: argparse.Namespace) -> 
     return out
 
 
-def cache_report(rounds: dict[tuple[str, str], list[Result]], hit_ratios: dict[str, list[float]], args) -> dict:  # noqa: ANN001
+def cache_report(rounds: dict[tuple[str, str], list[Result]], hit_ratios: dict[str, list[float]], args) -> dict:
     """bench.py cache: each workload with the score cache on and off, median rounds and ratios."""
     print(
         f"\nmodel {args.model}, {args.requests} requests a workload x {args.rounds} rounds, concurrency "

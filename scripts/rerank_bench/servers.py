@@ -88,7 +88,7 @@ class OtlpSink:
         self.batches = 0
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 sink.batches += 1
                 self.send_response(200)
@@ -168,7 +168,7 @@ def start_servers(
                 "--api-processes", str(processes), *shared, *args.ours_flags.split(), *extra,
             ]  # fmt: skip
         cwd = checkout(kind.split("@", 1)[1], workdir) if kind.startswith("ours@") else ROOT
-        log = open(workdir / f"{tag}.stdout", "w")  # noqa: SIM115
+        log = open(workdir / f"{tag}.stdout", "w")
         proc = subprocess.Popen(
             cmd, cwd=cwd, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )

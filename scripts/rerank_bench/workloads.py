@@ -1,4 +1,4 @@
-"""The benchmark's workloads, by name (`WORKLOADS`): seeded, repeatable lists of rerank requests.
+"""The benchmark's workloads: seeded, repeatable lists of rerank requests.
 
 - `search`: queries of 10-30 tokens, documents of 100-500 tokens, 20-100 a request (`bench.py
   run` and `compare`; `compare` makes a fresh one every round, so no round finds another's
@@ -94,6 +94,3 @@ def zipf(
     weights = [1 / (rank + 1) ** s for rank in range(queries)]
     rng = random.Random(seed + 1)
     return Workload(rng.choices(distinct, weights=weights, k=n))
-
-
-WORKLOADS = {"search": search, "long": long, "repeat": repeat, "zipf": zipf}
