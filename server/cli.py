@@ -68,15 +68,16 @@ def settings_from_args(argv: list[str] | None = None) -> Settings:
 
 def sagemaker_defaults(overrides: dict[str, Any]) -> dict[str, Any]:
     """`IMAGE serve`, as SageMaker runs a container: port 8080 (or SAGEMAKER_BIND_TO_PORT), the model
-    from /opt/ml/model when SageMaker put one there, and a drain that ends well within the 30 s
-    between its SIGTERM and SIGKILL; flags and RERANK_* variables still win."""
+    from /opt/ml/model when SageMaker put one there (over RERANK_MODEL, which the image sets to its
+    default or baked model; a --model flag still wins), and a drain that ends well within the 30 s
+    between its SIGTERM and SIGKILL; flags and the other RERANK_* variables still win."""
 
     def unset(name: str) -> bool:
         return name not in overrides and f"RERANK_{name.upper()}" not in os.environ
 
     if unset("port"):
         overrides["port"] = os.environ.get("SAGEMAKER_BIND_TO_PORT") or SAGEMAKER_PORT
-    if unset("model") and SAGEMAKER_MODEL_DIR.is_dir() and any(SAGEMAKER_MODEL_DIR.iterdir()):
+    if "model" not in overrides and SAGEMAKER_MODEL_DIR.is_dir() and any(SAGEMAKER_MODEL_DIR.iterdir()):
         overrides["model"] = str(SAGEMAKER_MODEL_DIR)
     if unset("drain_delay"):
         overrides["drain_delay"] = 2

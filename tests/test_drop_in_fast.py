@@ -169,6 +169,8 @@ def test_serve_is_sagemakers_contract(monkeypatch, tmp_path):
     (tmp_path / "opt-ml-model").mkdir()
     (tmp_path / "opt-ml-model" / "config.json").write_text("{}")
     monkeypatch.setenv("SAGEMAKER_BIND_TO_PORT", "9001")
+    monkeypatch.setenv("RERANK_MODEL", "Qwen/Qwen3-Reranker-0.6B")  # as the image sets it
     served = cli.settings_from_args(["serve"])
-    assert served.port == 9001 and served.model == [str(tmp_path / "opt-ml-model")]
+    assert served.port == 9001 and served.model == [str(tmp_path / "opt-ml-model")], "SageMaker's model wins"
+    assert cli.settings_from_args([]).model == ["Qwen/Qwen3-Reranker-0.6B"], "only with serve"
     assert cli.settings_from_args(["serve", "--port", "7000", "--model", "m"]).port == 7000
