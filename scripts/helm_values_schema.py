@@ -20,9 +20,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "deploy/helm/qwen3-reranker/values.schema.json"
 # Set by the chart itself: the port its probes and Service use, the log file in /workspace, the
-# API key, which comes from a Secret (apiKey.*), never from plain values, and the score cache
-# (scoreCache.*: its URL may hold a password, so it too comes from a Secret).
-CHART_OWNED = {"host", "port", "log_file", "api_key", "score_cache_size", "score_cache_ttl", "score_cache_url"}
+# API key, which comes from a Secret (apiKey.*), never from plain values, the keys with a default
+# priority (secrets too: RERANK_API_KEY_PRIORITY from a Secret through extraEnv's valueFrom), and the
+# score cache (scoreCache.*: its URL may hold a password, so it too comes from a Secret).
+CHART_OWNED = {
+    "host",
+    "port",
+    "log_file",
+    "api_key",
+    "api_key_priority",
+    "score_cache_size",
+    "score_cache_ttl",
+    "score_cache_url",
+}
 KEEP = ("type", "enum", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 
 
