@@ -17,13 +17,11 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from server.api_router import answer, answer_parsed, any_body, ready
-from server.body import read_body
-from server.errors import CLIENT_CLOSED, Dialect, ErrorKind, dialect_of
-from server.request_context import current_request
+from server.errors import Dialect, ErrorKind, dialect_of
+from server.request_context import RequestRecord
 
 router = APIRouter()
 
@@ -40,12 +38,10 @@ async def invocations(request: Request) -> Response:
 
 async def predict(request: Request) -> Response:
     """Vertex AI's predict route: every instance answered in order, or the first failure."""
-    record = current_request()
-    try:
-        body = await read_body(request, request.app.state.settings.max_body_bytes)
-    except ClientDisconnect:
-        return Response(status_code=CLIENT_CLOSED)
-    data = body.data
+    return await answer(request, lambda data, record: predict_body(request, data, record))
+
+
+async def predict_body(request: Request, data: Any, record: RequestRecord) -> Response:
     instances = data.get("instances") if isinstance(data, dict) else None
     parameters = data.get("parameters") or {} if isinstance(data, dict) else {}
     if not isinstance(instances, list) or not instances or not isinstance(parameters, dict):

@@ -11,6 +11,7 @@ Scores here mean nothing: whatever needs real ones runs on the real engine (`eng
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -169,14 +170,12 @@ def settings(**overrides: Any) -> Any:
 async def fake_server(client_key: str | None = API_KEY, **overrides: Any) -> AsyncIterator[FakeServer]:
     """The app with `overrides` of the test settings, every model started (warmed up) on one FakeEngine;
     its client sends `client_key` (None: no key)."""
-    from transformers import AutoTokenizer
-
     from server.app import create_app
     from server.model_kind import QWEN3_RERANKER
 
     app = create_app(settings(**overrides))
     engine = FakeEngine()
-    tokenizer = _tokenizer(AutoTokenizer)
+    tokenizer = _tokenizer()
     for service in app.state.models.services:
         await service.start(engine, tokenizer, QWEN3_RERANKER)
     headers = {"Authorization": f"Bearer {client_key}"} if client_key else {}
@@ -186,14 +185,12 @@ async def fake_server(client_key: str | None = API_KEY, **overrides: Any) -> Asy
     await app.state.models.close()
 
 
-_TOKENIZER: list[Any] = []
-
-
-def _tokenizer(auto: Any) -> Any:
+@functools.cache
+def _tokenizer() -> Any:
     """The Qwen3 tokenizer, loaded once per test session (a second)."""
-    if not _TOKENIZER:
-        _TOKENIZER.append(auto.from_pretrained(TOKENIZER_DIR))
-    return _TOKENIZER[0]
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(TOKENIZER_DIR)
 
 
 async def until(predicate: Any, timeout: float = 30) -> None:
