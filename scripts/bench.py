@@ -29,6 +29,11 @@ vLLM's own rerank server on the same model files and engine flags.
     # the same with an admission budget below what 8 bulk clients want: interactive never refused
     python scripts/bench.py lanes --model models/tiny --dtype default --bulk-clients 8 \
         --ours-flags '--max-pairs-in-flight 384 --max-documents 256'
+    # curves: documents/s and p50/p99 per shape (documents per request x --random-input-len, a
+    # document half of it) under vLLM's `bench serve`, ours vs vLLM's server (and Infinity), beside
+    # the engine alone (server/engine.py with the prompts built beforehand: the limit); PNG + JSON
+    python scripts/bench.py curves --model models/tiny --dtype default --docs 1,4,16,64,256,1000 \
+        --input-lens 128,512,2048 --rounds 3 --png curves.png --json curves.json
     # soak: two API processes and a shared Redis cache under mixed traffic (both dialects, repeats,
     # chunked documents, hang-ups, 429 bursts, Redis restarted midway); RSS, FDs, threads sampled;
     # writes soak.json and soak.png (scripts/rerank_bench/soak.py)
@@ -51,6 +56,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # rerank_bench, beside this file
 
+from rerank_bench import curves as curve_tools
 from rerank_bench import lanes as lane_tools
 from rerank_bench import peers as peer_tools
 from rerank_bench import workloads
@@ -293,7 +299,7 @@ def lanes(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("run", "compare", "long", "cache", "soak", "peers", "models", "lanes"):
+    for name in ("run", "compare", "long", "cache", "soak", "peers", "models", "lanes", "curves"):
         p = sub.add_parser(name)
         p.add_argument("--requests", type=int, default=100)
         p.add_argument("--concurrency", type=int, default=8)
@@ -352,6 +358,20 @@ def main() -> None:
             p.add_argument("--bulk-clients", type=int, default=6, help="bulk clients flooding without pause")
             p.add_argument("--bulk-docs", type=int, default=64, help="documents of each bulk request")
             p.add_argument("--bulk-priority", type=int, default=10, help="the bulk clients' priority with lanes")
+        if name == "curves":
+            p.add_argument("--docs", default="1,4,16,64,256,1000", help="documents per request, comma-separated")
+            p.add_argument(
+                "--input-lens", default="128,512,2048", help="vLLM bench's --random-input-len (a document: half)"
+            )
+            p.add_argument("--shapes", default="", help="more shapes besides the grid: DOCSxINPUT_LEN,...")
+            p.add_argument("--max-request-tokens", type=int, default=65536, help="skip shapes with more document tokens")
+            p.add_argument("--doc-tokens-per-run", type=int, default=400_000, help="sizes each run's requests")
+            p.add_argument("--min-requests", type=int, default=16)
+            p.add_argument("--max-requests", type=int, default=600)
+            p.add_argument("--infinity", help="a third server: Infinity's infinity_emb executable (its own venv)")
+            p.add_argument("--infinity-model", help="what Infinity serves: a sequence-classification copy of --model")
+            p.add_argument("--no-engine-alone", action="store_true", help="skip the engine-alone limit")
+            p.add_argument("--png", help="draw the curves here")
         if name == "models":
             p.add_argument("--second-model", required=True, help="the model served beside --model")
         if name == "peers":
@@ -397,6 +417,8 @@ def main() -> None:
         several_models(args)
     elif args.command == "lanes":
         lanes(args)
+    elif args.command == "curves":
+        curve_tools.run(args)
     elif args.command == "long":
         long_documents(args)
     elif args.command == "cache":

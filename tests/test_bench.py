@@ -150,3 +150,38 @@ def test_vllm_bench_is_rerun_as_its_console_script_against_each_servers_path(tmp
         "vllm bench serve --backend vllm-rerank --base-url http://127.0.0.1:7997 --endpoint /rerank "
     )  # Infinity's path; ours and vLLM's /v1/rerank
     assert "--random-batch-size 16 --num-prompts 160 --max-concurrency 4 --seed 7" in printed
+
+
+def test_the_curves_grid_keeps_shapes_within_the_request_size_and_adds_the_extra_ones() -> None:
+    from rerank_bench.curves import Shape, shapes
+
+    todo = shapes("1,16,1000", "64,2048", max_request_tokens=65536, extra="1x128,16x2048")
+    assert [s.label for s in todo] == ["1x64", "16x64", "1000x64", "1x128", "1x2048", "16x2048"]
+    assert Shape(16, 2048).doc_tokens == 1024  # random-rerank: a document is half of the input length
+    assert "1000x2048" not in {s.label for s in todo}  # 1,000 documents of 1,024 tokens: over 65,536
+
+
+def test_a_curve_run_is_sized_by_document_tokens_within_its_bounds() -> None:
+    import argparse
+
+    from rerank_bench.curves import Shape, requests_for
+
+    args = argparse.Namespace(doc_tokens_per_run=100_000, min_requests=8, max_requests=300)
+    assert requests_for(Shape(1, 128), args) == 300  # 1,562 wanted: at most 300
+    assert requests_for(Shape(16, 128), args) == 97  # 100,000 // (16 x 64)
+    assert requests_for(Shape(1000, 64), args) == 8  # 3 wanted: at least 8
+
+
+def test_the_curves_summary_pairs_each_round_with_vllm_and_the_engine_alone() -> None:
+    from rerank_bench.curves import ALONE, Point, Shape, summarize
+
+    def point(server: str, round_: int, rps: float) -> Point:
+        return Point(server, "4x64", round_, rps, 4 * rps, 10.0, 20.0, {"api": 1.0} if server != ALONE else None)
+
+    points = [point("vllm", 1, 10), point("ours", 1, 20), point(ALONE, 1, 40)]
+    points += [point("vllm", 2, 20), point("ours", 2, 30), point(ALONE, 2, 30)]
+    summary = summarize(points, [Shape(4, 64)])["4x64"]
+    assert summary["ours"]["ratio_to_vllm_rounds"] == [2.0, 1.5] and summary["ours"]["ratio_to_vllm"] == 1.75
+    assert summary["ours"]["fraction_of_engine_alone_rounds"] == [0.5, 1.0]
+    assert summary["ours"]["docs_per_s"] == 100.0 and summary["ours"]["cpu_ms_per_request"] == {"api": 1.0}
+    assert "ratio_to_vllm" not in summary["vllm"] and "fraction_of_engine_alone" not in summary[ALONE]
