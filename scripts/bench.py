@@ -364,7 +364,7 @@ def main() -> None:
                 "--input-lens", default="128,512,2048", help="vLLM bench's --random-input-len (a document: half)"
             )
             p.add_argument("--shapes", default="", help="more shapes besides the grid: DOCSxINPUT_LEN,...")
-            p.add_argument("--max-request-tokens", type=int, default=65536, help="skip shapes with more document tokens")
+            p.add_argument("--max-request-tokens", type=int, default=65536, help="skip larger shapes")
             p.add_argument("--doc-tokens-per-run", type=int, default=400_000, help="sizes each run's requests")
             p.add_argument("--min-requests", type=int, default=16)
             p.add_argument("--max-requests", type=int, default=600)

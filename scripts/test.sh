@@ -20,4 +20,5 @@ ruff check server tests scripts webui.py
 ruff format --check server tests scripts webui.py
 PYTHONPATH=scripts lint-imports   # the import contract in pyproject.toml: no circles, no import upwards
 hadolint Dockerfile
+mypy   # the server package's types ([tool.mypy] in pyproject.toml)
 exec python -m pytest "${fast[@]}" "$@"

@@ -68,14 +68,15 @@ def create_app(settings: Settings, cluster: Cluster | None = None) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         # The rerank routes parse their body themselves (orjson): their request models' schemas.
-        if app.openapi_schema is None:
-            schema = default_openapi()  # also caches it in app.openapi_schema
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in REQUEST_MODELS:
-                request_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                components.update(request_schema.pop("$defs", {}))
-                components[model.__name__] = request_schema
-        return app.openapi_schema
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = default_openapi()  # also caches it in app.openapi_schema
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in REQUEST_MODELS:
+            request_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(request_schema.pop("$defs", {}))
+            components[model.__name__] = request_schema
+        return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -11,15 +11,14 @@ connection is closed after it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 from server.errors import HEAD_BYTES, Dialect, ErrorKind, ServiceError, dialect_of
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 LINGER_MAX_BYTES = 256 * 1024 * 1024
 LINGER_MAX_SECONDS = 10.0
 

@@ -11,7 +11,6 @@ processes on one engine (server/supervisor.py).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import multiprocessing
 import os
@@ -171,12 +170,12 @@ def main(argv: list[str] | None = None) -> None:
         from server.supervisor import run_supervisor
 
         raise SystemExit(run_supervisor(settings, count, sock))
-    from server.process import serve
+    from server.process import run
 
     # uvicorn re-raises the signal that stopped it once it has drained; handled here, a SIGTERM
     # ends the process with our exit code instead of the default "killed by signal".
     signal.signal(signal.SIGTERM, lambda *_: None)
-    raise SystemExit(asyncio.run(serve(settings, sock=sock)))
+    raise SystemExit(run(settings, sock=sock))
 
 
 if __name__ == "__main__":

@@ -27,12 +27,13 @@ class CrossEncoderPromptBuilder(BasePromptBuilder):
 
     def __init__(self, tokenizer: Any, max_model_len: int) -> None:
         super().__init__(tokenizer, max_model_len)
+        self.pair_tokenizer = tokenizer  # called with a (text, text_pair) pair: transformers' own signature
         self.placeholder_ids: list[int] = tokenizer.encode(PLACEHOLDER, add_special_tokens=False)
 
     def frame(self, query: str, instruction: str | None) -> Frame:
         # Token types as the tokenizer returns them by default (its model_input_names), as transformers
         # and CrossEncoder encode a pair: none (type 0 throughout) where it returns none.
-        pair = self.tokenizer(query, PLACEHOLDER)
+        pair = self.pair_tokenizer(query, PLACEHOLDER)
         ids: list[int] = pair["input_ids"]
         sequence = pair.sequence_ids()
         first = sequence.index(1)

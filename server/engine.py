@@ -208,7 +208,8 @@ async def open_engine(
     core), yield it, and shut it down on exit. `info`: its kind (default: read from its config)."""
     served = served or settings.served_models()[0]
     set_cpu_threads_bind(settings)
-    info = info or await asyncio.to_thread(model_info, served)
+    if info is None:
+        info = await asyncio.to_thread(model_info, served)
     args = engine_args(settings, served, info)
     if client is None:
         logger.info(

@@ -33,7 +33,8 @@ def engine_processes() -> tuple[dict[int, str], dict[int, str]]:
     program (vLLM's CPU worker starts some), not an engine process: left out."""
     import psutil
 
-    running, zombies = {}, {}
+    running: dict[int, str] = {}
+    zombies: dict[int, str] = {}
 
     def visit(proc: psutil.Process, depth: int, parent_title: str) -> None:
         with contextlib.suppress(psutil.Error):

@@ -82,7 +82,7 @@ class ServiceError(Exception):
         dialect: Dialect = Dialect.COHERE,
     ) -> None:
         super().__init__(message)
-        self.kind = ErrorKind(kind)
+        self.kind = kind
         self.message = message
         self.headers = headers or {}
         self.dialect = dialect

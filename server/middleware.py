@@ -10,8 +10,10 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.body import discard_body
 from server.errors import (
@@ -26,12 +28,6 @@ from server.errors import (
 from server.metrics import Metrics
 from server.request_context import RequestRecord, current_request, request_record
 from server.tracing import NO_TRACING, Tracing, mark_error, trace_id
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 access_logger = logging.getLogger("server.access")
 

@@ -100,8 +100,9 @@ class ScoreCache:
             values = await self._redis_call(self._redis.mget, [KEY_PREFIX + keys[i] for i in missing])
             for i, raw in zip(missing, values or [], strict=False):
                 if raw is not None and len(raw) == DOUBLE.size:
-                    found[i] = DOUBLE.unpack(raw)[0]
-                    self._remember(keys[i], found[i])
+                    logit: float = DOUBLE.unpack(raw)[0]
+                    found[i] = logit
+                    self._remember(keys[i], logit)
         return found
 
     async def put_many(self, items: dict[bytes, float]) -> None:

@@ -36,6 +36,10 @@ WARMUP_JOB = RerankJob(
 # The warm-up's engine request id (what tests' engine wrappers look for); it is never how the warm-up
 # is told apart: a client may send any X-Request-Id, this one too.
 WARMUP_REQUEST_ID = "warmup"
+# A request of at most this many characters (query and documents) has its prompts built on the event
+# loop (a fraction of a millisecond); a larger one in a worker thread, so that the loop keeps serving.
+# The thread's hand-offs cost more than tokenizing a one-document request (docs/performance.md, round 6).
+INLINE_PROMPT_CHARS = 4096
 
 
 def load_tokenizer(model: str) -> Tokenizer:
@@ -126,7 +130,7 @@ class RerankService:
         kind as the engine was started for it (default: read from its config)."""
         if tokenizer is None:
             tokenizer = await asyncio.to_thread(load_tokenizer, self.served.model)
-        self.model = model or await asyncio.to_thread(model_info, self.served)
+        self.model = model if model is not None else await asyncio.to_thread(model_info, self.served)
         self.prompts = builder_for(self.model, tokenizer, self.max_model_len)
         self.model_sha = hub_revision(self.served.model)
         self.engine = engine
@@ -199,7 +203,10 @@ class RerankService:
         warm-up goes past the score cache (it must reach the engine) and the request metrics."""
         assert self.prompts is not None and self.engine is not None
         with self.tracing.span("rerank.tokenize") as span:
-            prompts = await asyncio.to_thread(self._build_prompts, job)
+            if len(job.query) + sum(map(len, job.texts)) <= INLINE_PROMPT_CHARS:
+                prompts = self._build_prompts(job)
+            else:
+                prompts = await asyncio.to_thread(self._build_prompts, job)
             if span is not None:
                 span.set_attributes({"rerank.pairs": len(prompts.token_ids), TOKENS: prompts.num_tokens})
         self._check_fits(job, prompts)
@@ -259,7 +266,7 @@ class RerankService:
         return through
 
     def _build_prompts(self, job: RerankJob) -> Prompts:
-        """The job's prompts (runs in a worker thread)."""
+        """The job's prompts (a large job's in a worker thread)."""
         assert self.prompts is not None
         if job.instruction is not None and not self.prompts.takes_instruction:
             raise ServiceError(ErrorKind.INVALID_REQUEST, f"instruction: a {self.model.kind} takes none; leave it out")

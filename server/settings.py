@@ -6,13 +6,14 @@ CLI flags (see `server/cli.py`) override environment variables, which override t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from server.rerank_job import MAX_PRIORITY, MIN_PRIORITY
 
+T = TypeVar("T")
 DEFAULT_MODEL = "Qwen/Qwen3-Reranker-0.6B"
 MiB = 1024 * 1024
 PER_MODEL = ("model", "served_model_name", "model_kind", "gpu_memory_utilization", "kv_cache_gib")
@@ -51,7 +52,7 @@ class Settings(BaseSettings):
         description="the name clients send and answers carry, one per --model in its order (default: --model)",
     )
     model_kind: Annotated[list[ModelKindName], NoDecode] = Field(
-        default_factory=lambda: ["auto"],
+        default_factory=lambda: list[ModelKindName](["auto"]),
         description="what the model is (docs/models.md): auto tells it from its config.json; qwen3-reranker "
         "(Qwen3ForCausalLM, the original), qwen3-seq-cls (its Qwen3ForSequenceClassification conversion) or "
         "cross-encoder (an encoder's *ForSequenceClassification: BERT, XLM-RoBERTa, ModernBERT); one for all "
@@ -325,7 +326,7 @@ class Settings(BaseSettings):
     def served_models(self) -> list[ServedModel]:
         """Every model the server serves, the default first."""
 
-        def nth(values: list, i: int) -> object:
+        def nth(values: list[T], i: int) -> T | None:
             return values[i] if len(values) > i else (values[0] if len(values) == 1 else None)
 
         return [
@@ -349,7 +350,7 @@ class Settings(BaseSettings):
         return {key: int(priority) for key, _, priority in pairs}
 
     @classmethod
-    def from_env(cls, **overrides: object) -> Settings:
+    def from_env(cls, **overrides: Any) -> Settings:
         """Settings from `RERANK_*` variables; `RERANK_API_KEYS` is read as well as `RERANK_API_KEY`."""
         import os
 

@@ -40,7 +40,7 @@ from server.engine_args import engine_args, set_cpu_threads_bind
 from server.engine_processes import end_if_engine_process_lost, end_process_now
 from server.log import setup_logging
 from server.model_kind import model_info
-from server.process import serve
+from server.process import run
 from server.settings import Settings
 
 logger = logging.getLogger("server")
@@ -66,8 +66,6 @@ def set_process_title(title: str) -> None:
 def api_process_main(listen_address: str, sock: socket.socket, args: ApiProcessArgs, client_config: dict) -> None:
     """One API process (vLLM's APIServerProcessManager starts it): the whole app on the shared
     socket, around an AsyncLLM client of the supervisor's engine core."""
-    import asyncio
-
     config = dict(client_config)
     index, count = config.pop("client_index"), config.pop("client_count")
     multiprocessing.current_process().name = f"api-{index}"
@@ -76,7 +74,7 @@ def api_process_main(listen_address: str, sock: socket.socket, args: ApiProcessA
     args.cluster.index = index
     logger.info("API process %d of %d serving on %s (pid %d)", index, count, listen_address, os.getpid())
     signal.signal(signal.SIGTERM, lambda *_: None)  # as in main(): uvicorn's handler takes over
-    code = asyncio.run(serve(args.settings, client=EngineClient(index, count, config), sock=sock, cluster=args.cluster))
+    code = run(args.settings, client=EngineClient(index, count, config), sock=sock, cluster=args.cluster)
     raise SystemExit(code)
 
 
@@ -151,7 +149,7 @@ class Supervisor:
                 manager = APIServerProcessManager(
                     listen_address=listen_address,
                     sock=sock,
-                    args=ApiProcessArgs(settings, self.cluster),
+                    args=ApiProcessArgs(settings, self.cluster),  # type: ignore[arg-type]  # vLLM only hands it on
                     num_servers=self.count,
                     input_listeners=listeners.inputs,
                     output_listeners=listeners.outputs,

@@ -154,8 +154,12 @@ def run(args: argparse.Namespace) -> dict:
                 alone.stop()
             stop(servers)
     summary = summarize(points, todo)
-    out = {"shapes": [asdict(s) | {"label": s.label} for s in todo], "summary": summary,
-           "points": [asdict(p) for p in points], "args": {k: v for k, v in vars(args).items() if k != "func"}}  # fmt: skip
+    out = {
+        "shapes": [asdict(s) | {"label": s.label} for s in todo],
+        "summary": summary,
+        "points": [asdict(p) for p in points],
+        "args": vars(args),
+    }
     print(json.dumps(summary, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
@@ -228,7 +232,7 @@ def plot(summary: dict[str, dict[str, dict]], todo: list[Shape], path: Path, arg
                 bottom.plot(xs, [r["p50_ms"] for r in rows], line, color=color, marker="o", label=f"{server} p50")
                 bottom.plot(xs, [r["p99_ms"] for r in rows], ":", color=color, marker="x", label=f"{server} p99")
             if server == "ours":
-                for x, r in zip(xs, rows):
+                for x, r in zip(xs, rows, strict=True):
                     if "ratio_to_vllm" in r:
                         top.annotate(f"{r['ratio_to_vllm']:.2f}x", (x, r["docs_per_s"]), textcoords="offset points",
                                      xytext=(0, 6), ha="center", fontsize=8, color=color)  # fmt: skip
