@@ -48,8 +48,12 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
-        m = ["model"]
+        self._add_request_metrics(self.registry, ["model"])
+        self._add_score_cache_metrics(self.registry, ["model"])
+        self._add_lane_metrics(self.registry)
+
+    def _add_request_metrics(self, r: CollectorRegistry, m: list[str]) -> None:
+        """HTTP requests; each model's documents, tokens and refusals; what is in the engines."""
         self.requests = Counter("rerank_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
         self.latency = Histogram(
             "rerank_request_latency_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
@@ -88,6 +92,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.rejected = Counter(
+            "rerank_rejected_requests", "requests refused, by model and reason", ["model", "reason"], registry=r
+        )
+        self.engine_up = Gauge(
+            "rerank_engine_up", "1 when the model's engine can score", m, registry=r, multiprocess_mode="livemin"
+        )
+
+    def _add_score_cache_metrics(self, r: CollectorRegistry, m: list[str]) -> None:
         self.score_cache_hits = Counter(
             "rerank_score_cache_hits", "pairs answered from the score cache (this process's or Redis)", m, registry=r
         )
@@ -104,13 +116,9 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
-        self.rejected = Counter(
-            "rerank_rejected_requests", "requests refused, by model and reason", ["model", "reason"], registry=r
-        )
-        self.engine_up = Gauge(
-            "rerank_engine_up", "1 when the model's engine can score", m, registry=r, multiprocess_mode="livemin"
-        )
-        # Priority lanes (interactive: priority <= 0, bulk: above; server/rerank_job.py Lane)
+
+    def _add_lane_metrics(self, r: CollectorRegistry) -> None:
+        """Priority lanes (interactive: priority <= 0, bulk: above; server/rerank_job.py Lane)."""
         self.lane_latency = Histogram(
             "rerank_lane_request_latency_seconds",
             "rerank request latency by priority lane (every status)",

@@ -15,14 +15,14 @@ space that starts the document chunk opens the same pre-token in both tokenizati
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from server.errors import ErrorKind, ServiceError
 from server.fast_tokenizer import FastEncoder
-from server.rerank_job import Passage, RerankJob
+from server.rerank_job import Direction, RerankJob
 from server.settings import Settings
+from server.windows import Window, window_spans
 
 PREFIX = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and "
@@ -47,17 +47,6 @@ class QueryTooLongError(ValueError):
 
 
 @dataclass(frozen=True)
-class Window:
-    """One window of a chunked document: its token span in the document's tokens and its
-    character span in the document's text (`text[start:end]` is the window's text)."""
-
-    first_token: int
-    end_token: int
-    start: int
-    end: int
-
-
-@dataclass(frozen=True)
 class Prompts:
     """Token ids of every prompt of one request: one per document, in document order, or with
     `windows` (long_document_strategy "chunk") one per window, document after document."""
@@ -78,36 +67,6 @@ class Prompts:
         if self.windows is None:
             return None
         return [k for doc_windows in self.windows for k in range(len(doc_windows))]
-
-
-def window_spans(
-    offsets: Sequence[tuple[int, int]], length: int, overlap: int, max_windows: int
-) -> list[tuple[int, int]]:
-    """Token spans [first, end) of `length` tokens, each overlapping the one before by `overlap`
-    tokens, from the first token until the last one is covered or `max_windows` are made.
-
-    A window boundary never splits a character that byte-level BPE spread over several tokens
-    (an emoji, most CJK characters): such a boundary moves back to where the character begins,
-    so every window is whole text and `text[start:end]` is exactly its tokens' text.
-    """
-    n = len(offsets)
-
-    def starts_a_character(i: int) -> bool:
-        return i == 0 or i >= n or offsets[i][0] >= offsets[i - 1][1]
-
-    spans: list[tuple[int, int]] = []
-    first = 0
-    while True:
-        end = min(first + length, n)
-        while end > first + 1 and not starts_a_character(end):
-            end -= 1
-        spans.append((first, end))
-        if end >= n or len(spans) == max_windows:
-            return spans
-        following = max(end - overlap, first + 1)
-        while following > first + 1 and not starts_a_character(following):
-            following -= 1
-        first = following
 
 
 @dataclass(frozen=True)
@@ -169,7 +128,7 @@ class BasePromptBuilder:
         documents: list[str],
         instruction: str | None = None,
         max_tokens_per_doc: int | None = None,
-        truncation_direction: Literal["right", "left"] = "right",
+        truncation_direction: Direction = "right",
         max_prompt_tokens: int | None = None,
     ) -> Prompts:
         """One prompt per document; a document longer than the budget loses its tail (the card),
@@ -292,22 +251,3 @@ def prompts_for(builder: BasePromptBuilder, job: RerankJob, settings: Settings) 
         settings.chunk_overlap_tokens,
         max_prompt_tokens=job.max_prompt_tokens,
     )
-
-
-def best_windows(scores: list[float], windows: list[list[Window]] | None) -> tuple[list[float], list[Passage | None]]:
-    """Each document's score (the highest of its windows') and, for a document of several
-    windows, where the best one lies (the first of equal ones)."""
-    if windows is None:
-        return scores, [None] * len(scores)
-    doc_scores: list[float] = []
-    passages: list[Passage | None] = []
-    first = 0
-    for doc_windows in windows:
-        window_scores = scores[first : first + len(doc_windows)]
-        best = max(range(len(doc_windows)), key=window_scores.__getitem__)
-        doc_scores.append(window_scores[best])
-        window = doc_windows[best]
-        passage = Passage(window.start, window.end, best, len(doc_windows))
-        passages.append(passage if len(doc_windows) > 1 else None)
-        first += len(doc_windows)
-    return doc_scores, passages

@@ -4,11 +4,11 @@ TEI's dialect is in server/tei_protocol.py."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
-from server.rerank_job import MAX_PRIORITY, MIN_PRIORITY, Passage, Ranking, RerankJob
+from server.rerank_job import MAX_PRIORITY, MIN_PRIORITY, Passage, Ranking, RerankJob, Strategy
 
 
 class TextDocument(BaseModel):
@@ -36,7 +36,7 @@ class RerankOptions(BaseModel):
         "(default: what the prompt leaves for the document)",
     )
     model: StrictStr | None = Field(None, description="if given, must name the served model")
-    long_document_strategy: Literal["truncate", "chunk"] | None = Field(
+    long_document_strategy: Strategy | None = Field(
         None,
         description="truncate: a long document loses its tail (the model card); chunk: it is scored as "
         "overlapping windows and keeps the best window's score (default: the server's "

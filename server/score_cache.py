@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
+from server.model_files import weights_identity
 from server.settings import Settings
 from server.tracing import NO_TRACING, Tracing
 
@@ -37,6 +38,23 @@ DOUBLE = struct.Struct("<d")
 
 
 class ScoreCache:
+    @classmethod
+    def for_model(
+        cls, settings: Settings, model: str, computed_by: bytes, on_error: Callable[[], None]
+    ) -> ScoreCache | None:
+        """The cache of the model whose files are at `model`, keyed on their identity and on
+        `computed_by` (what computes with them: vLLM's release, device, dtype, the model's kind);
+        None if the files cannot be read to identify them (the server then runs without one)."""
+        started = time.perf_counter()
+        try:
+            weights = weights_identity(model)
+        except OSError as exc:
+            logger.warning("score cache off: the model's files cannot be read to identify them (%s)", exc)
+            return None
+        cache = cls.from_settings(settings, weights + computed_by, on_error)
+        logger.info("score cache identified in %.2fs", time.perf_counter() - started)
+        return cache
+
     @classmethod
     def from_settings(cls, settings: Settings, identity: bytes, on_error: Callable[[], None]) -> ScoreCache:
         url = settings.score_cache_url

@@ -1,4 +1,4 @@
-"""The rerank work: readiness, admission, prompt building, scoring, ranking.
+"""The rerank work: readiness, prompt building, scoring (admitted by server/admission.py), ranking.
 
 One scoring path for both API dialects: each turns its request into a `RerankJob` and the
 `Ranking` that comes back into its response (server/protocol.py, server/tei_protocol.py).
@@ -7,28 +7,28 @@ One scoring path for both API dialects: each turns its request into a `RerankJob
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from dataclasses import dataclass
 
-from server.cluster import Cluster, PairBudget
+from server.admission import TOKENS, Admission, Pairs
+from server.cluster import Cluster
 from server.cross_encoder import builder_for
-from server.engine import Engine, Scores
-from server.engine_args import engine_identity, max_batch_tokens
+from server.engine import Engine
+from server.engine_args import engine_identity
 from server.errors import ErrorKind, ServiceError
-from server.lanes import EngineLanes
-from server.metrics import Metrics, RejectReason
-from server.model_files import hub_revision, weights_identity
+from server.metrics import Metrics, ModelMetrics, RejectReason
+from server.model_files import hub_revision
 from server.model_kind import QWEN3_RERANKER, ModelInfo, model_info
-from server.prompt import BasePromptBuilder, Prompts, QueryTooLongError, Tokenizer, best_windows, prompts_for
-from server.rerank_job import Lane, Ranking, RerankJob, lane_of
+from server.prompt import BasePromptBuilder, Prompts, QueryTooLongError, Tokenizer, prompts_for
+from server.rerank_job import Ranking, RerankJob, lane_of
 from server.score_cache import ScoreCache, Through, score_through
 from server.settings import ServedModel, Settings
 from server.tracing import NO_TRACING, Tracing
+from server.windows import best_windows
 
 logger = logging.getLogger("server.serving")
 
-TOKENS = "gen_ai.usage.input_tokens"  # OpenTelemetry's name for a span's prompt tokens
 WARMUP_JOB = RerankJob(
     query="What is the capital of China?",
     texts=["The capital of China is Beijing.", "Gravity pulls objects toward each other."],
@@ -46,24 +46,6 @@ def load_tokenizer(model: str) -> Tokenizer:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model)
-
-
-@dataclass(frozen=True)
-class Pairs:
-    """What the engine needs of a request besides its prompts: where it queues and a cross-encoder's
-    token types."""
-
-    priority: int  # the request's (lower first)
-    windows: list[int] | None  # each prompt's window number in its document (None: each a document's first)
-    second_segment: int | None  # a cross-encoder's: where token type 1 starts in every prompt
-
-    def engine_priorities(self, n: int, now: float, delay: float) -> list[int]:
-        """vLLM's priority of each pair (lower first): its arrival plus `delay` seconds for each
-        priority point and each window after a document's first, in microseconds. The engine thus
-        serves the earliest deadline first: an interactive pair overtakes bulk pairs that arrived up to
-        priority x delay before it, and bulk that waited longer goes first (it ages, never starves)."""
-        windows = self.windows or [0] * n
-        return [round((now + (self.priority + k) * delay) * 1_000_000) for k in windows]
 
 
 class RerankService:
@@ -88,14 +70,8 @@ class RerankService:
         self.prompts: BasePromptBuilder | None = None
         self.warmed_up = False
         self.draining = False  # SIGTERM came: /ready is 503, responses close their connection
-        self.pairs = PairBudget(
-            settings.max_pairs_in_flight,
-            settings.interactive_reserve_pairs or 0,
-            cluster.pairs if cluster else None,
-            cluster.bulk_pairs if cluster else None,
-        )
+        self.admission = Admission(settings, self.metrics, cluster, tracing, self.name)  # the 429s and the lanes
         metrics.max_pairs_in_flight.set(settings.max_pairs_in_flight)
-        self.lanes = EngineLanes(max_batch_tokens(settings))  # bulk waits while interactive is scored
         self.model_sha: str | None = None  # the hub commit of the model's files, if known (GET /info)
         self.score_cache: ScoreCache | None = None  # made at start, once the weights' identity is known
 
@@ -112,7 +88,7 @@ class RerankService:
     @property
     def pairs_in_flight(self) -> int:
         """Pairs in the engine now (all API processes' together, with several)."""
-        return self.pairs.in_flight
+        return self.admission.budget.in_flight
 
     # --- lifetime -------------------------------------------------------------------------
     @property
@@ -135,7 +111,10 @@ class RerankService:
         self.model_sha = hub_revision(self.served.model)
         self.engine = engine
         if self.settings.score_cache_size > 0:
-            self.score_cache = await asyncio.to_thread(self._make_score_cache)
+            computed_by = f"{self.model.kind}; ".encode() + engine_identity(self.model_dtype or self.settings.dtype)
+            self.score_cache = await asyncio.to_thread(
+                ScoreCache.for_model, self.settings, self.served.model, computed_by, self.metrics.score_cache_errors.inc
+            )
         started = time.perf_counter()
         await self._rank(WARMUP_JOB, WARMUP_REQUEST_ID, warmup=True)
         self.warmed_up = True
@@ -152,20 +131,6 @@ class RerankService:
             self.model.kind,
             elapsed,
         )
-
-    def _make_score_cache(self) -> ScoreCache | None:
-        """The score cache, keyed on the weights' identity, what computes with them (vLLM's release,
-        the device kind, the dtype the engine runs: server/engine_args.py `engine_identity`) and the kind."""
-        started = time.perf_counter()
-        try:
-            weights = weights_identity(self.served.model)
-        except OSError as exc:
-            logger.warning("score cache off: the model's files cannot be read to identify them (%s)", exc)
-            return None
-        identity = weights + f"{self.model.kind}; ".encode() + engine_identity(self.model_dtype or self.settings.dtype)
-        cache = ScoreCache.from_settings(self.settings, identity, on_error=self.metrics.score_cache_errors.inc)
-        logger.info("score cache identified in %.2fs", time.perf_counter() - started)
-        return cache
 
     def start_draining(self) -> None:
         """SIGTERM came: /ready turns 503 and every answer closes its connection."""
@@ -209,8 +174,9 @@ class RerankService:
                 prompts = await asyncio.to_thread(self._build_prompts, job)
             if span is not None:
                 span.set_attributes({"rerank.pairs": len(prompts.token_ids), TOKENS: prompts.num_tokens})
-        self._check_fits(job, prompts)
-        through = await self._logits_through_cache(prompts, job.priority, request_id, use_score_cache=not warmup)
+        check_fits(job, prompts, self.settings, self.max_model_len, self.metrics)
+        pairs = Pairs(prompts.token_ids, job.priority, prompts.priorities, prompts.second_segment)
+        through = await self._logits_through_cache(pairs, request_id, use_score_cache=not warmup)
         tokens, cached = prompts.num_tokens, through.prefix_cached_tokens
         if not warmup:
             self.metrics.record_request(len(job.texts), tokens, through.engine_tokens, cached)
@@ -220,46 +186,20 @@ class RerankService:
         hits = len(through.logits) - through.engine_pairs
         return Ranking(order, logits, passages, tokens, cached, hits, self.model.identity_activation)
 
-    def _check_fits(self, job: RerankJob, prompts: Prompts) -> None:
-        """A text refused rather than cut (truncate: false), and a request of more pairs than the engine takes."""
-        if job.truncate is False and any(prompts.truncated):
-            self.metrics.reject(RejectReason.TEXT_TOO_LONG, lane_of(job.priority))
-            first = prompts.truncated.index(True)
-            if prompts.doc_budget is not None:
-                room = f"at most {prompts.doc_budget} of its tokens fit in the prompt (max_model_len="
-                room += f"{self.max_model_len} less the instruction, query and template)"
-            else:
-                room = "it needs more windows than max_chunks_per_doc allows"
-            raise ServiceError(
-                ErrorKind.VALIDATION,
-                f"texts[{first}] does not fit: {room}; send truncate: true (or leave it out) to cut it, or shorten it",
-            )
-        if len(prompts.token_ids) > self.settings.max_pairs_in_flight:  # only chunking gets here
-            self.metrics.reject(RejectReason.TOO_MANY_PAIRS, lane_of(job.priority))
-            raise ServiceError(
-                ErrorKind.PAYLOAD_TOO_LARGE,
-                f"the documents split into {len(prompts.token_ids)} windows, more pairs than the engine takes at once "
-                f"({self.settings.max_pairs_in_flight}); send fewer or shorter documents, or a smaller "
-                "max_chunks_per_doc",
-            )
-
-    async def _logits_through_cache(
-        self, prompts: Prompts, priority: int, request_id: str, use_score_cache: bool
-    ) -> Through:
+    async def _logits_through_cache(self, pairs: Pairs, request_id: str, use_score_cache: bool) -> Through:
         """Every pair's logit, and what the engine did for them; through the score cache when there is one."""
-        windows = prompts.priorities  # each prompt's window number in its document (None: all first)
+        assert self.engine is not None
+        engine = self.engine
         if self.score_cache is None or not use_score_cache:
-            scores = await self._admit_and_score(
-                prompts.token_ids, request_id, Pairs(priority, windows, prompts.second_segment)
-            )
-            return Through(scores.logits, len(prompts.token_ids), prompts.num_tokens, scores.cached_tokens)
+            scores = await self.admission.score(engine, pairs, request_id, self.mark_dead)
+            return Through(scores.logits, len(pairs.token_ids), sum(map(len, pairs.token_ids)), scores.cached_tokens)
 
         async def score_in_engine(token_ids: list[list[int]], windows: list[int] | None) -> tuple[list[float], int]:
-            pairs = Pairs(priority, windows, prompts.second_segment)
-            scores = await self._admit_and_score(token_ids, request_id, pairs)
+            missing = dataclasses.replace(pairs, token_ids=token_ids, windows=windows)
+            scores = await self.admission.score(engine, missing, request_id, self.mark_dead)
             return scores.logits, scores.cached_tokens
 
-        through = await score_through(self.score_cache, prompts.token_ids, windows, score_in_engine, self.tracing)
+        through = await score_through(self.score_cache, pairs.token_ids, pairs.windows, score_in_engine, self.tracing)
         self.metrics.score_cache_hits.inc(len(through.logits) - through.engine_pairs)
         self.metrics.score_cache_misses.inc(through.engine_pairs)
         self.metrics.score_cache_entries.set(self.score_cache.entries)
@@ -276,83 +216,26 @@ class RerankService:
             self.metrics.reject(RejectReason.QUERY_TOO_LONG, lane_of(job.priority))
             raise ServiceError(ErrorKind.INVALID_REQUEST, str(exc)) from None
 
-    async def _admit_and_score(self, token_ids: list[list[int]], request_id: str, pairs: Pairs) -> Scores:
-        """Admission control around the engine call: the pairs count against --max-pairs-in-flight
-        (a bulk request's against its share, server/cluster.py) while the engine has them, or the
-        request gets 429. Admitted, they enter the engine's queue in their lane's order."""
-        n, lane = len(token_ids), lane_of(pairs.priority)
-        bulk = lane is Lane.BULK
-        with self.tracing.span("rerank.admission") as span:
-            admitted = self.pairs.try_take(n, bulk)
-            if span is not None:
-                span.set_attributes(
-                    {
-                        "rerank.pairs": n,
-                        "rerank.pairs_in_flight": self.pairs.in_flight,
-                        "rerank.admitted": admitted,
-                        "rerank.priority": pairs.priority,
-                    }
-                )
-        if not admitted:
-            self.metrics.reject(RejectReason.OVERLOADED, lane)
-            limit = f"limit {self.pairs.bulk_limit} for bulk requests" if bulk else f"limit {self.pairs.limit}"
-            raise ServiceError(
-                ErrorKind.OVERLOADED,
-                f"server busy: {self.pairs.in_flight} pairs in the engine, {limit}; retry shortly",
-                headers={"Retry-After": "1"},
-            )
-        self.metrics.pairs_in_flight.inc(n)
-        self.metrics.lane_pairs_in_flight[lane].inc(n)
-        try:
-            delay = self.settings.priority_delay_ms / 1000
-            priorities = pairs.engine_priorities(n, time.time(), delay)
-            if bulk:  # it ages at the gate for its deferral, at most a quarter of its time-out
-                max_wait = min(pairs.priority * delay, self.settings.request_timeout / 4)
-                gate = self.lanes.bulk(sum(map(len, token_ids)), max_wait)
-            else:
-                gate = self.lanes.interactive(n)
-            async with gate:
-                return await self._score_in_engine(token_ids, request_id, priorities, pairs.second_segment, lane)
-        finally:
-            self.pairs.give_back(n, bulk)
-            self.metrics.pairs_in_flight.dec(n)
-            self.metrics.lane_pairs_in_flight[lane].dec(n)
 
-    async def _score_in_engine(
-        self,
-        token_ids: list[list[int]],
-        request_id: str,
-        priorities: list[int],
-        second_segment: int | None,
-        lane: Lane,
-    ) -> Scores:
-        """engine.score() under --request-timeout; an engine that died turns the server unready."""
-        assert self.engine is not None
-        try:
-            with self.tracing.span("rerank.engine") as span:
-                async with asyncio.timeout(self.settings.request_timeout):
-                    scores = await self.engine.score(token_ids, request_id, priorities, second_segment)
-                if span is not None:
-                    span.set_attributes(
-                        {
-                            "gen_ai.request.model": self.name,
-                            "rerank.pairs": len(token_ids),
-                            TOKENS: sum(map(len, token_ids)),
-                            "gen_ai.usage.cache_read.input_tokens": scores.cached_tokens,
-                        }
-                    )
-                return scores
-        except TimeoutError:
-            self.metrics.reject(RejectReason.TIMEOUT, lane)
-            raise ServiceError(
-                ErrorKind.TIMEOUT,
-                f"scoring took longer than {self.settings.request_timeout:g}s and was aborted; "
-                "send fewer or shorter documents",
-            ) from None
-        except Exception as exc:
-            if self.engine.is_dead:
-                self.mark_dead()
-                raise ServiceError(
-                    ErrorKind.SERVICE_UNAVAILABLE, "the engine has stopped; the server is restarting"
-                ) from exc
-            raise
+def check_fits(job: RerankJob, prompts: Prompts, settings: Settings, max_model_len: int, metrics: ModelMetrics) -> None:
+    """A text refused rather than cut (truncate: false), and a request of more pairs than the engine takes."""
+    if job.truncate is False and any(prompts.truncated):
+        metrics.reject(RejectReason.TEXT_TOO_LONG, lane_of(job.priority))
+        first = prompts.truncated.index(True)
+        if prompts.doc_budget is not None:
+            room = f"at most {prompts.doc_budget} of its tokens fit in the prompt (max_model_len="
+            room += f"{max_model_len} less the instruction, query and template)"
+        else:
+            room = "it needs more windows than max_chunks_per_doc allows"
+        raise ServiceError(
+            ErrorKind.VALIDATION,
+            f"texts[{first}] does not fit: {room}; send truncate: true (or leave it out) to cut it, or shorten it",
+        )
+    if len(prompts.token_ids) > settings.max_pairs_in_flight:  # only chunking gets here
+        metrics.reject(RejectReason.TOO_MANY_PAIRS, lane_of(job.priority))
+        raise ServiceError(
+            ErrorKind.PAYLOAD_TOO_LARGE,
+            f"the documents split into {len(prompts.token_ids)} windows, more pairs than the engine takes at once "
+            f"({settings.max_pairs_in_flight}); send fewer or shorter documents, or a smaller "
+            "max_chunks_per_doc",
+        )

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from server.rerank_job import MAX_PRIORITY, MIN_PRIORITY
+from server.rerank_job import MAX_PRIORITY, MIN_PRIORITY, Strategy
 
 T = TypeVar("T")
 DEFAULT_MODEL = "Qwen/Qwen3-Reranker-0.6B"
@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     )
 
     # --- long documents -------------------------------------------------------------------
-    long_document_strategy: Literal["truncate", "chunk"] = Field(
+    long_document_strategy: Strategy = Field(
         "truncate",
         description="default for requests that name none: truncate (the model card: a long document loses its "
         "tail) or chunk (score overlapping windows, keep the best)",

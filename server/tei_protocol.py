@@ -10,12 +10,12 @@ Elasticsearch and Milvus speak it. `GET /info` is TEI's description of the serve
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, TypeAdapter, field_validator
 
 from server.protocol import RerankOptions
-from server.rerank_job import Ranking, RerankJob
+from server.rerank_job import Direction, Ranking, RerankJob
 
 
 class TeiRerankRequest(RerankOptions):
@@ -26,7 +26,7 @@ class TeiRerankRequest(RerankOptions):
     truncate: StrictBool | None = Field(
         None, description="true or absent: a text that does not fit is cut; false: it is refused (422)"
     )
-    truncation_direction: Literal["right", "left"] = Field(
+    truncation_direction: Direction = Field(
         "right", description="Right: keep a long text's start (the model card); Left: keep its end"
     )
     raw_scores: StrictBool = Field(False, description="score is the logit log(p / (1 - p)) instead of p")

@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from rerank_bench.redis_server import RedisServer  # noqa: E402  (a real redis-server, for the score cache)
 
+# the container tests' fixtures (the images, their model directory, a package index, a Docker API)
+pytest_plugins = ["tests.containers"]
 API_KEY = "test-key"
 MAX_MODEL_LEN = 512
 T = TypeVar("T")

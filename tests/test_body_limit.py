@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from .conftest import API_KEY
-from .test_errors import GOOD, assert_still_serving
+from .helpers import GOOD, assert_still_serving
 
 pytestmark = pytest.mark.engine
 

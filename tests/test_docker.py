@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from .conftest import ROOT
-from .test_process import free_port
+from .helpers import free_port
 
 NEEDED_IN_CI = not os.environ.get("CI")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 
 import httpx
@@ -15,24 +14,9 @@ import pytest
 
 from .conftest import API_KEY, wait_until
 from .fake_engine import EngineWrapper, GatedEngine
+from .helpers import GOOD, LONG_DOCS, assert_error, assert_still_serving
 
 pytestmark = pytest.mark.engine
-
-GOOD = {"query": "capital of China", "documents": ["Beijing is the capital of China.", "Gravity is a force."]}
-
-
-def assert_error(response: httpx.Response, status: int, kind: str, message: str = "") -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "code"}
-    assert body["error"]["code"] == status and body["error"]["type"] == kind
-    assert re.search(message, body["error"]["message"]), body["error"]["message"]
-
-
-def assert_still_serving(client: httpx.Client) -> None:
-    response = client.post("/v1/rerank", json=GOOD)
-    assert response.status_code == 200 and len(response.json()["results"]) == 2
 
 
 def engine_idle(engine) -> bool:
@@ -221,9 +205,6 @@ def test_two_requests_in_flight_with_one_request_id_are_both_scored(live_server,
             thread.join(60)
         assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
         assert answers[0].json()["results"] == answers[1].json()["results"]
-
-
-LONG_DOCS = [f"document {i} " + "lorem ipsum dolor sit amet " * 80 for i in range(300)]
 
 
 def test_timeout_is_504_and_aborts_the_engine_requests(live_server, engine, client):

@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import API_KEY, ROOT, wait_until
-from .test_process import free_port
+from .helpers import free_port
 
 pytestmark = pytest.mark.engine
 

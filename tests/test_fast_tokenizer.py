@@ -13,7 +13,7 @@ from server.fast_tokenizer import FastEncoder
 from server.prompt import PromptBuilder
 
 from .conftest import ROOT
-from .test_prompt import DOCS, card_ids
+from .helpers import DOCS, card_ids
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from .conftest import ROOT, wait_until
-from .test_process import ENTRYPOINT, free_port
+from .helpers import ENTRYPOINT, free_port
 
 ENTRYPOINT_SCRIPT = ROOT / "scripts" / "docker-entrypoint.sh"
 SERVICE_UID = 1000

@@ -24,16 +24,13 @@ import pytest
 import yaml
 
 from .conftest import ROOT
-from .test_container import (
+from .containers import (
     INDEX_HOST,
     PODMAN_ENV,
     README,
     Container,
     assert_configured_as_documented,
-    docker_api,  # noqa: F401  (fixture)
     inspect,
-    model_dir,  # noqa: F401  (fixture)
-    package_index,  # noqa: F401  (fixture)
     podman,
     readme_run,
     root_owned_workspace,
@@ -60,7 +57,7 @@ def run_in(image: str, *command: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def vllm_image(package_index: str) -> str:  # noqa: F811
+def vllm_image(package_index: str) -> str:
     """The stand-in for vllm/vllm-openai:v0.32.0 (never over a real one of that name)."""
     subprocess.run(["bash", str(ROOT / "scripts" / "debian-base-image.sh"), "podman"], env=PODMAN_ENV, check=True)
     if podman("image", "exists", VLLM_IMAGE, check=False).returncode == 0:
@@ -78,7 +75,7 @@ def vllm_image(package_index: str) -> str:  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def gpu_image(vllm_image: str, package_index: str) -> str:  # noqa: F811
+def gpu_image(vllm_image: str, package_index: str) -> str:
     """The Dockerfile's default stage, as the README builds it (podman 4 needs the variant named)."""
     assert f"docker build -t {IMAGE} ." in README.split(GPU_HEADING, 1)[1]
     podman(
@@ -93,7 +90,7 @@ def gpu_image(vllm_image: str, package_index: str) -> str:  # noqa: F811
 @pytest.fixture(scope="module")
 def gpu_container(
     gpu_image: str,
-    model_dir: Path,  # noqa: F811
+    model_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Container]:
     """The README's GPU `docker run` line less `--gpus all`, as root, on a root-owned ./workspace."""
@@ -152,8 +149,8 @@ def test_the_gpu_image_is_healthy_and_stop_exits_0(gpu_container: Container):
 
 def test_compose_gpu_path_builds_the_same_image_with_the_gpus_requested(
     gpu_image: str,
-    package_index: str,  # noqa: F811
-    docker_api: str,  # noqa: F811
+    package_index: str,
+    docker_api: str,
     tmp_path: Path,
 ):
     """`docker compose up` reads docker-compose.yml and its override: the default variant, the GPU request,

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from .conftest import API_KEY, wait_until
-from .test_errors import LONG_DOCS
+from .helpers import LONG_DOCS
 
 pytestmark = pytest.mark.engine
 

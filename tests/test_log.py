@@ -69,7 +69,7 @@ def test_a_server_with_json_logs_writes_json_from_every_process(tiny_model, tmp_
     """The real server: its own lines, vLLM's engine-core and worker lines, and the access log."""
     import httpx
 
-    from .test_process import ServerProcess
+    from .helpers import ServerProcess
 
     server = ServerProcess(tiny_model, tmp_path, ("--log-format", "json"))
     try:

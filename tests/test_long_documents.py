@@ -13,8 +13,7 @@ import pytest
 from server.prompt import PromptBuilder
 
 from .conftest import MAX_MODEL_LEN, wait_until
-from .test_errors import assert_error, assert_still_serving
-from .test_parity import QUERY, assert_close
+from .helpers import QUERY, assert_close, assert_error, assert_still_serving
 
 EMOJI_TEXT = "北京是中国的首都 🙂👍🏽 Пекин — столица Китая. عاصمة الصين هي بكين. naïve café 🇨🇳 "
 ASCII_TEXT = "the river runs past the old mill where the city keeps its history "

@@ -20,8 +20,7 @@ from server.rerank_job import Ranking
 from server.settings import Settings
 
 from .conftest import MAX_MODEL_LEN, EngineLoop, LiveServer, engine_settings, start_engine
-from .test_parity import QUERY, assert_close, server_scores
-from .test_prompt import DOCS
+from .helpers import DOCS, QUERY, assert_close, server_scores
 
 LONG_DOCS = ["Beijing " * 2000, "short document", "the river flows through the valley to the sea " * 300]
 # Words of the cross-encoder's training corpus, each one whole token: a window boundary never splits

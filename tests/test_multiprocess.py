@@ -18,10 +18,8 @@ import httpx
 import pytest
 
 from .conftest import wait_until
+from .helpers import GOOD, LONG_DOCS, SHARED_HOST_FLAGS, ServerProcess
 from .otlp_receiver import http_receiver
-from .test_errors import GOOD, LONG_DOCS
-from .test_process import ServerProcess
-from .test_rolling_restart import SHARED_HOST_FLAGS
 
 TWO = ("--api-processes", "2", *SHARED_HOST_FLAGS)
 QUERY = {"query": "What is the capital of China?", "documents": ["Beijing is the capital.", "Gravity.", "Paris."]}

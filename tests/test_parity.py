@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from server.settings import Settings
 
 from .conftest import MAX_MODEL_LEN, LiveServer, engine_settings, start_engine
-from .test_prompt import DOCS
+from .helpers import DOCS, QUERY, assert_close, server_scores
 
-QUERY = "What is the capital of China?"
 CUSTOM_INSTRUCTION = "Given a question, retrieve passages in any language that answer it"
-
-
-def server_scores(client, query: str, documents: list[str], **extra: Any) -> list[float]:
-    response = client.post("/v1/rerank", json={"query": query, "documents": documents, **extra})
-    assert response.status_code == 200, response.text
-    by_index = {r["index"]: r["relevance_score"] for r in response.json()["results"]}
-    return [by_index[i] for i in range(len(documents))]
-
-
-def assert_close(got: list[float], want: list[float], tol: float) -> None:
-    diffs = [abs(a - b) for a, b in zip(got, want, strict=True)]
-    assert max(diffs) <= tol, f"max |diff| {max(diffs):.2e} > {tol:g}: {list(zip(got, want, strict=True))}"
 
 
 @pytest.mark.engine

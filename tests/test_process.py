@@ -7,12 +7,9 @@ the process exit non-zero (so Docker's restart policy brings it back).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,117 +17,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import ROOT, wait_until
-from .test_errors import GOOD, LONG_DOCS
+from .conftest import wait_until
+from .helpers import GOOD, LONG_DOCS, ServerProcess
 
 pytestmark = pytest.mark.engine
-
-# The image's ENTRYPOINT is ["python", "-m", "server"]; these flags are what a user passes to docker run.
-ENTRYPOINT = [sys.executable, "-m", "server"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    def __init__(self, model: Path, workdir: Path, extra_flags: tuple[str, ...] = (), port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.workdir = workdir
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "RERANK_MODEL": str(model),
-            "RERANK_PORT": str(self.port),
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": str(ROOT),
-        }
-        flags = ["--dtype", "float32", "--max-model-len", "512", "--enforce-eager", "--block-size", "32"]
-        flags += ["--kv-cache-gib", "1", "--host", "127.0.0.1", "--drain-timeout", "20", "--drain-delay", "10"]
-        flags += list(extra_flags)
-        self.stdout = open(workdir / "stdout.txt", "w")
-        self.proc = subprocess.Popen(
-            ENTRYPOINT + flags,
-            cwd=workdir,
-            env=env,
-            stdout=self.stdout,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stop() ends it and its engine, nothing else
-        )
-
-    @property
-    def log(self) -> str:
-        path = self.workdir / "vllm.log"  # the default --log-file, in the working directory
-        return path.read_text() if path.exists() else ""
-
-    def get(self, path: str) -> int:
-        try:
-            return httpx.get(self.url + path, timeout=5).status_code
-        except httpx.TransportError:
-            return 0
-
-    def metric(self, name: str, **labels: str) -> float:
-        """The sum of the samples of one metric on /metrics whose labels include `labels`."""
-        text = httpx.get(self.url + "/metrics", timeout=10).text
-        return sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == name and labels.items() <= sample.labels.items()
-        )
-
-    def wait_ready(self, timeout: float = 240) -> None:
-        ok = wait_until(lambda: self.get("/ready") == 200 or self.proc.poll() is not None, timeout, 0.5)
-        assert ok and self.proc.poll() is None, self.diagnosis()
-
-    def children_titled(self, prefix: str) -> list[psutil.Process]:
-        """The server's descendants whose title (command line) starts with `prefix`."""
-        found = []
-        for child in psutil.Process(self.proc.pid).children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                if " ".join(child.cmdline()).startswith(prefix):
-                    found.append(child)
-        return found
-
-    def group(self) -> list[psutil.Process]:
-        """Every live process of this server's process group (itself, its engine core, workers)."""
-        found = []
-        for proc in psutil.process_iter():
-            with contextlib.suppress(psutil.Error, OSError):
-                if os.getpgid(proc.pid) == self.proc.pid and proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
-        return found
-
-    def diagnosis(self) -> str:
-        """What a failed wait shows: each process of the server (state, CPU seconds, cores it may
-        run on, what it waits in) and the end of its output."""
-        rows = []
-        for proc in self.group():
-            with contextlib.suppress(psutil.Error, OSError):
-                times = proc.cpu_times()
-                wchan = Path(f"/proc/{proc.pid}/wchan").read_text() if Path(f"/proc/{proc.pid}/wchan").exists() else ""
-                rows.append(
-                    f"pid {proc.pid} {proc.name()} {proc.status()} cpu {times.user + times.system:.1f}s "
-                    f"cores {proc.cpu_affinity()} wchan {wchan or '-'}"
-                )
-        output = (self.workdir / "stdout.txt").read_text()[-4000:]
-        return "processes:\n" + "\n".join(rows or ["(none)"]) + "\noutput:\n" + output
-
-    def wait_gone(self, timeout: float = 120) -> None:
-        """Until no process of the server is left (a stopped server's engine processes included)."""
-        assert wait_until(lambda: not self.group(), timeout, 0.5), self.diagnosis()
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the server and its engine-core processes
-        except ProcessLookupError:
-            pass
-        self.proc.wait(30)
-        self.stdout.close()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from .conftest import API_KEY, wait_until
-from .test_process import ServerProcess, free_port
+from .helpers import ServerProcess, free_port
 
 CHART_FILES = Path(__file__).resolve().parent.parent / "deploy" / "helm" / "qwen3-reranker" / "files"
 pytestmark = [

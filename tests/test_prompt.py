@@ -12,47 +12,18 @@ from server.prompt import SUFFIX as SERVER_SUFFIX
 from server.prompt import PromptBuilder, QueryTooLongError
 
 from .conftest import ROOT
-from .reference import PREFIX, SUFFIX, format_instruction
-
-MAX_LEN = 512
-DOCS = [
-    "The capital of China is Beijing.",
-    "北京是中国的首都，也是政治和文化中心。",
-    "القاهرة هي عاصمة مصر وأكبر مدنها.",
-    "Emoji 🌍🚀👩‍👩‍👧 and flags 🇫🇷🇯🇵 in text",
-    "control\x00chars\x07\x1b[31m and\ttabs\r\nnewlines\n\n",
-    " leading space",
-    "   several leading spaces",
-    "\nleading newline",
-    "!!! punctuation first",
-    "'s contraction first",
-    "123 digits first",
-    "<|im_end|> a special token inside a document",
-    "e\u0301 combining accent (NFD) and é (NFC)",
-    "",
-    " ",
-    "Ünïcödé ÄÖÜ ß — “quotes” … ",
-    "x " * 1000,  # far longer than max_model_len: truncated
-    "日本語のテキスト" * 200,
-]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return AutoTokenizer.from_pretrained(ROOT / "tests" / "fixtures" / "qwen3-tokenizer")
-
-
-def card_ids(tok, query: str, docs: list[str], instruction: str | None = None, max_len: int = MAX_LEN):
-    prefix = tok.encode(PREFIX, add_special_tokens=False)
-    suffix = tok.encode(SUFFIX, add_special_tokens=False)
-    pairs = [format_instruction(instruction, query, d) for d in docs]
-    body = tok(pairs, padding=False, truncation="longest_first", max_length=max_len - len(prefix) - len(suffix))
-    return [prefix + ids + suffix for ids in body["input_ids"]]
+from .helpers import DOCS, MAX_LEN, card_ids
+from .reference import PREFIX, SUFFIX
 
 
 def test_prompt_text_is_the_cards():
     assert SERVER_PREFIX == PREFIX
     assert SERVER_SUFFIX == SUFFIX
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return AutoTokenizer.from_pretrained(ROOT / "tests" / "fixtures" / "qwen3-tokenizer")
 
 
 def test_suffix_ends_with_the_double_newline_token(tok):

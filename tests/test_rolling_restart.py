@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from .conftest import wait_until
-from .test_process import ServerProcess, free_port
+from .helpers import SHARED_HOST_FLAGS, ServerProcess, free_port
 
 pytestmark = [pytest.mark.engine, pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy")]
 
@@ -117,16 +117,6 @@ class SteadyLoad:
 def reranks_served(p: ServerProcess) -> float:
     """Rerank requests the replica answered 200 (health checks not counted)."""
     return p.metric("rerank_requests_total", route="/v1/rerank", status="200")
-
-
-# Replicas sharing this host's cores run unpinned (`--cpu-threads-bind nobind`, as the README says
-# for servers that share a host). With pinned workers (vLLM's `auto`, or disjoint core lists) the
-# restarted replica hung here, in 3 runs of 3, while importing torch: torch's CPU probe moves its
-# thread onto every core in turn (sched_setaffinity), and the move onto the core where the other
-# replica's pinned worker was busy never finished (the process stayed runnable with no CPU time,
-# in the kernel's affine_move_task; kernel 6.18). A plain `python -c "import torch"` hung the
-# same way next to a loaded server pinned to core 1, and never in 8 tries next to one unpinned.
-SHARED_HOST_FLAGS = ("--cpu-threads-bind", "nobind")
 
 
 # Start-up next to a busy replica on a 2-core machine took 60-220 s here. The server's own

@@ -19,8 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.settings import Settings
 
 from .conftest import API_KEY, LiveServer
-from .test_parity import QUERY, assert_close, server_scores
-from .test_prompt import DOCS
+from .helpers import DOCS, QUERY, assert_close, server_scores
 
 
 def metric(client: httpx.Client, name: str, **labels: str) -> float:
@@ -114,7 +113,7 @@ def test_what_several_models_need_is_checked_before_anything_loads(tiny_model, c
 def two_engines(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from make_test_model import build_cross_encoder
 
-    from .test_process import ServerProcess
+    from .helpers import ServerProcess
 
     bert = build_cross_encoder(tmp_path_factory.mktemp("several") / "bert")
     workdir = tmp_path_factory.mktemp("two-engines")

@@ -17,7 +17,7 @@ import pytest
 from webui import RerankClient
 
 from .conftest import API_KEY, ROOT, wait_until
-from .test_process import free_port
+from .helpers import free_port
 
 pytestmark = pytest.mark.engine
 ARTIFACTS = ROOT / "artifacts"
