@@ -176,12 +176,26 @@ def set_cpu_threads_bind(settings: Settings) -> None:
     (they inherit the environment): --cpu-threads-bind if given; else, on a machine of at most
     SMALL_CPU_CORES cores, vLLM's auto binding without the core it keeps back for its scheduler,
     and the worker's OpenMP threads waiting passively (asleep, not spinning: they share those cores
-    with the HTTP process and the scheduler) unless the user set OMP_WAIT_POLICY."""
+    with the HTTP process and the scheduler) unless the user set OMP_WAIT_POLICY; so do the engine
+    core and the worker waiting for each other (`wait_without_spinning`)."""
     if settings.cpu_threads_bind is not None:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = settings.cpu_threads_bind
     elif whole_machine_for_worker():
         os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        wait_without_spinning()
+
+
+def wait_without_spinning() -> None:
+    """vLLM's engine core and its worker hand each step over shared memory, and a reader that read
+    in the last second spins (sched_yield) instead of sleeping until the writer's notification: on
+    a GPU machine that spares microseconds; on a CPU of a few cores the two spinning processes take
+    the cores the model's threads and the HTTP process need (the worker's CPU per one-document
+    request was mostly sched_yield under py-spy). Here they sleep on the notification at once. vLLM
+    starts both processes by fork, so they inherit the default set here (docs/vllm-internals.md)."""
+    from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
+
+    SpinCondition.__init__.__defaults__ = (0.0,)  # busy_loop_s: its only default
 
 
 def whole_machine_for_worker() -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from server.engine_args import QWEN3_RERANKER_HF_OVERRIDES, engine_args
@@ -114,12 +116,27 @@ def test_small_cpus_give_the_model_worker_every_core(monkeypatch, cores, env, fl
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
+
     monkeypatch.setattr(module, "on_cpu", lambda: True)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(SpinCondition.__init__, "__defaults__", (1,))  # vLLM's: a reader spins for a second
     module.set_cpu_threads_bind(Settings(cpu_threads_bind=flag))
     assert os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU") == reserved
     assert os.environ.get("VLLM_CPU_OMP_THREADS_BIND") == (flag or env.get("VLLM_CPU_OMP_THREADS_BIND"))
     assert os.environ.get("OMP_WAIT_POLICY") == wait_policy
+    # where the worker gets every core, the engine core and the worker sleep while they wait for each other
+    busy_loop_s = inspect.signature(SpinCondition.__init__).parameters["busy_loop_s"].default
+    assert busy_loop_s == (0.0 if reserved == "0" else 1)
+
+
+def test_vllms_engine_processes_are_forked_so_they_inherit_how_they_wait():
+    """wait_without_spinning sets a default in this process: vLLM's engine core and worker must be
+    forked from it (its default start method on a machine without CUDA) to see it."""
+    from vllm import envs
+    from vllm.utils.system_utils import get_mp_context
+
+    assert envs.VLLM_WORKER_MULTIPROC_METHOD == "fork" and get_mp_context().get_start_method() == "fork"
 
 
 def test_the_engine_identity_names_vllms_release_the_device_and_the_dtype(monkeypatch):

@@ -136,12 +136,13 @@ def run(args: argparse.Namespace) -> dict:
                         endpoint = "/rerank" if tag == "infinity" else "/v1/rerank"
                         ns = argparse.Namespace(**vars(args) | {"docs": shape.docs, "requests": requests})
                         ns.doc_tokens = shape.input_len  # peers' name for --random-input-len
-                        before = cpu_by_kind(proc.pid)
+                        before, client_before = cpu_by_kind(proc.pid), client_cpu()
                         peer = peer_tools.vllm_bench(tag, url, endpoint, ns, r, seed, workdir)
-                        after = cpu_by_kind(proc.pid)
+                        after, client_after = cpu_by_kind(proc.pid), client_cpu()
                         cpu = None
                         if before and after:
                             cpu = {k: round(1000 * (after[k] - before[k]) / requests, 3) for k in after}
+                            cpu["client"] = round(1000 * (client_after - client_before) / requests, 3)
                         point = Point(tag, shape.label, r, peer.requests_per_s, peer.docs_per_s, peer.p50_ms,
                                       peer.p99_ms, cpu)  # fmt: skip
                         report_point(point, peer.failed, points if r else None)
@@ -166,6 +167,14 @@ def run(args: argparse.Namespace) -> dict:
     if args.png:
         plot(summary, todo, Path(args.png), args)
     return out
+
+
+def client_cpu() -> float:
+    """CPU seconds of this process's finished children: the load generator's runs (it shares the machine)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def report_point(point: Point, failed: int, keep: list[Point] | None) -> None:
