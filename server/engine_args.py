@@ -38,6 +38,8 @@ GiB = 1024**3
 RERANK_MAX_NUM_BATCHED_TOKENS = 8192
 CPU_RERANK_BLOCK_SIZE = 32
 SMALL_CPU_CORES = 4  # up to this many cores, the CPU engine's model worker gets all of them
+# set by wait_without_spinning for vLLM's engine processes (not RERANK_*: that prefix is the settings')
+ENGINE_WAITS_ENV = "QWEN3_RERANK_ENGINE_WAITS"
 # The model card's yes/no head as a vLLM sequence classifier (why and how: docs/qwen3-reranker.md).
 QWEN3_RERANKER_HF_OVERRIDES: dict[str, Any] = {
     "architectures": ["Qwen3ForSequenceClassification"],
@@ -190,12 +192,22 @@ def wait_without_spinning() -> None:
     """vLLM's engine core and its worker hand each step over shared memory, and a reader that read
     in the last second spins (sched_yield) instead of sleeping until the writer's notification: on
     a GPU machine that spares microseconds; on a CPU of a few cores the two spinning processes take
-    the cores the model's threads and the HTTP process need (the worker's CPU per one-document
-    request was mostly sched_yield under py-spy). Here they sleep on the notification at once. vLLM
-    starts both processes by fork, so they inherit the default set here (docs/vllm-internals.md)."""
-    from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
+    the cores the model's threads and the HTTP process need (py-spy: a third of the engine core's
+    and the worker's samples in sched_yield under one-document requests). Here they sleep on the
+    notification at once. vLLM spawns its CPU engine processes: this process's environment tells
+    them (`apply_engine_waits`, run as server/cli.py is imported, which they do first)."""
+    os.environ[ENGINE_WAITS_ENV] = "sleep"
+    apply_engine_waits()
 
-    SpinCondition.__init__.__defaults__ = (0.0,)  # busy_loop_s: its only default
+
+def apply_engine_waits() -> None:
+    """In a process of this server (API, engine core or worker): if the server chose it, vLLM's
+    shared-memory readers sleep on their notification instead of spinning for a second first
+    (SpinCondition's default `busy_loop_s`; docs/vllm-internals.md)."""
+    if os.environ.get(ENGINE_WAITS_ENV) == "sleep":
+        from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
+
+        SpinCondition.__init__.__defaults__ = (0.0,)  # busy_loop_s: its only default
 
 
 def whole_machine_for_worker() -> bool:
