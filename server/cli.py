@@ -23,12 +23,7 @@ from typing import Any, NoReturn, get_args, get_origin
 
 from pydantic import ValidationError
 
-from server.engine_args import apply_engine_waits
 from server.settings import Settings
-
-# vLLM spawns its CPU engine core and worker, and a spawned process imports its parent's main module
-# (this one's importer) before anything else: the server's choice of how they wait reaches them here.
-apply_engine_waits()
 
 CONFIG_ERROR_EXIT = 2  # bad flags, a log file that cannot be written, a port that is taken
 

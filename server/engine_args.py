@@ -195,15 +195,17 @@ def wait_without_spinning() -> None:
     the cores the model's threads and the HTTP process need (py-spy: a third of the engine core's
     and the worker's samples in sched_yield under one-document requests). Here they sleep on the
     notification at once. vLLM spawns its CPU engine processes: this process's environment tells
-    them (`apply_engine_waits`, run as server/cli.py is imported, which they do first)."""
+    them, and vLLM runs `apply_engine_waits` in each as a general plugin (pyproject.toml's entry point)."""
     os.environ[ENGINE_WAITS_ENV] = "sleep"
     apply_engine_waits()
 
 
 def apply_engine_waits() -> None:
-    """In a process of this server (API, engine core or worker): if the server chose it, vLLM's
-    shared-memory readers sleep on their notification instead of spinning for a second first
-    (SpinCondition's default `busy_loop_s`; docs/vllm-internals.md)."""
+    """vLLM's general plugin `qwen3_rerank_engine_waits`, run by vLLM in each of its processes (the
+    engine core and workers too) before their shared-memory queues exist: if this server chose it
+    (the environment they inherit), the queues' readers sleep on their notification instead of
+    spinning for a second first (SpinCondition's default `busy_loop_s`; docs/vllm-internals.md).
+    Any other vLLM in this environment loads it too, and is left as it is."""
     if os.environ.get(ENGINE_WAITS_ENV) == "sleep":
         from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
 

@@ -112,7 +112,8 @@ def test_small_cpus_give_the_model_worker_every_core(monkeypatch, cores, env, fl
 
     from server import engine_args as module
 
-    for name in ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND", "OMP_WAIT_POLICY"):
+    names = ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND", "OMP_WAIT_POLICY", module.ENGINE_WAITS_ENV)
+    for name in names:
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -130,13 +131,22 @@ def test_small_cpus_give_the_model_worker_every_core(monkeypatch, cores, env, fl
     assert busy_loop_s == (0.0 if reserved == "0" else 1)
 
 
-def test_vllms_engine_processes_are_forked_so_they_inherit_how_they_wait():
-    """wait_without_spinning sets a default in this process: vLLM's engine core and worker must be
-    forked from it (its default start method on a machine without CUDA) to see it."""
-    from vllm import envs
-    from vllm.utils.system_utils import get_mp_context
+def test_vllms_engine_processes_wait_as_the_server_chose(monkeypatch):
+    """vLLM's CPU platform spawns the engine core and its worker; each runs vLLM's general plugins
+    first, ours among them (pyproject.toml's entry point), and the server's choice reaches it in the
+    environment the process inherits."""
+    import multiprocessing
 
-    assert envs.VLLM_WORKER_MULTIPROC_METHOD == "fork" and get_mp_context().get_start_method() == "fork"
+    from server.engine_args import ENGINE_WAITS_ENV
+
+    from .helpers import busy_loop_default_after_vllms_plugins
+
+    monkeypatch.setenv(ENGINE_WAITS_ENV, "sleep")
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(busy_loop_default_after_vllms_plugins) == 0.0
+    monkeypatch.delenv(ENGINE_WAITS_ENV)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(busy_loop_default_after_vllms_plugins) == 1  # vLLM's own: spin for a second
 
 
 def test_the_engine_identity_names_vllms_release_the_device_and_the_dtype(monkeypatch):

@@ -25,10 +25,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the server package, at the repo's root
 
-from server.engine_args import apply_engine_waits  # noqa: E402
-
-apply_engine_waits()  # as server/cli.py: vLLM's spawned engine processes import this module first
-
 READY = "engine-alone ready"
 RESULT = "engine-alone result: "  # what starts an answer's line (vLLM logs to stdout too)
 
