@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from server import __version__
 from server.body import read_body
-from server.engine_args import api_processes, max_batch_tokens
+from server.engine_args import Deployment
 from server.errors import (
     CLIENT_CLOSED,
     ERROR_STATUSES,
@@ -274,15 +274,16 @@ async def models(request: Request) -> Response:
 async def info(request: Request) -> Response:
     service = served_models(request).default
     settings = service.settings
+    deployment: Deployment = request.app.state.deployment
     card = TeiInfo(
         model_id=service.name,
         model_sha=service.model_sha,
         model_dtype=service.model_dtype or settings.dtype,
         max_concurrent_requests=settings.max_pairs_in_flight,
         max_input_length=service.max_model_len,
-        max_batch_tokens=max_batch_tokens(settings),
+        max_batch_tokens=deployment.max_batch_tokens,
         max_client_batch_size=settings.max_documents,
-        tokenization_workers=api_processes(settings),
+        tokenization_workers=deployment.api_processes,
         version=__version__,
     )
     return json_response(card.model_dump())

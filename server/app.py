@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from server import __version__
 from server.api_router import REQUEST_MODELS, RERANK_ROUTES, SCORE_ROUTES, router
 from server.cluster import Cluster
+from server.engine_args import Deployment
 from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.middleware import ApiKeyMiddleware, RequestContextMiddleware
@@ -22,7 +23,7 @@ from server.tracing import setup_tracing
 PUBLIC_PATHS = ("/health", "/ready", "/ping")  # probes: liveness, readiness, SageMaker's
 
 
-def create_app(settings: Settings, cluster: Cluster | None = None) -> FastAPI:
+def create_app(settings: Settings, cluster: Cluster | None = None, deployment: Deployment | None = None) -> FastAPI:
     app = FastAPI(
         title="Qwen3 rerank server",
         version=__version__,
@@ -32,6 +33,7 @@ def create_app(settings: Settings, cluster: Cluster | None = None) -> FastAPI:
     process_name = f"api-{cluster.index}" if cluster is not None else None
     tracing = setup_tracing(settings.otlp_traces_endpoint, settings.otlp_traces_protocol, process_name)
     app.state.settings = settings
+    app.state.deployment = deployment or Deployment.resolve(settings)  # what /info reports
     app.state.metrics = metrics
     app.state.tracing = tracing  # shut down by whoever runs the app (server/process.py)
     models = ServedModels(

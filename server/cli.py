@@ -159,23 +159,24 @@ def main(argv: list[str] | None = None) -> None:
     check_log_file(settings.log_file)
     check_models(settings)
     sock = listen(settings)
-    from server.engine_args import api_processes
+    from server.engine_args import Deployment
     from server.log import setup_logging
 
     multiprocessing.current_process().name = "main"  # in every log line; see server/log.py
     setup_logging(settings.log_file, settings.log_level, settings.log_format)
     logging.getLogger("server").info("settings: %r", settings)  # SecretStr keeps API keys out of the log
-    count = api_processes(settings)
-    if count > 1:
+    deployment = Deployment.resolve(settings)
+    logging.getLogger("server").info("deployment: %s", deployment)
+    if deployment.api_processes > 1:
         from server.supervisor import run_supervisor
 
-        raise SystemExit(run_supervisor(settings, count, sock))
+        raise SystemExit(run_supervisor(settings, deployment.api_processes, sock))
     from server.process import run
 
     # uvicorn re-raises the signal that stopped it once it has drained; handled here, a SIGTERM
     # ends the process with our exit code instead of the default "killed by signal".
     signal.signal(signal.SIGTERM, lambda *_: None)
-    raise SystemExit(run(settings, sock=sock))
+    raise SystemExit(run(settings, sock=sock, deployment=deployment))
 
 
 if __name__ == "__main__":

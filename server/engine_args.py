@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from server.model_kind import ModelInfo, ModelKind
@@ -146,6 +147,20 @@ def engine_args(settings: Settings, served: ServedModel, info: ModelInfo) -> Asy
             # vLLM's default memory fraction (0.92 of the NUMA node) fails on a shared machine.
             kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(served, len(settings.model))
     return AsyncEngineArgs(**kwargs)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What this server runs, resolved from the settings once at start-up (by the app: nothing on a
+    request's path asks vLLM's platform or derives it again)."""
+
+    device: str  # "cpu" or "gpu"
+    api_processes: int
+    max_batch_tokens: int
+
+    @classmethod
+    def resolve(cls, settings: Settings) -> Deployment:
+        return cls("cpu" if on_cpu() else "gpu", api_processes(settings), max_batch_tokens(settings))
 
 
 def api_processes(settings: Settings) -> int:

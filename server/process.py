@@ -21,6 +21,7 @@ import uvicorn
 from server.app import create_app
 from server.cluster import Cluster
 from server.engine import EngineClient, VllmEngine, open_engine
+from server.engine_args import Deployment
 from server.engine_processes import WATCHDOG_INTERVAL_S, end_process_now, watch_engine_start
 from server.model_kind import model_info
 from server.served_models import ServedModels
@@ -59,6 +60,7 @@ def run(
     client: EngineClient | None = None,
     sock: socket.socket | None = None,
     cluster: Cluster | None = None,
+    deployment: Deployment | None = None,
 ) -> int:
     """`serve` on uvloop's event loop (as uvicorn's own runner and vLLM's server use): its I/O and
     callbacks cost this process about a fifth less CPU per small request than asyncio's own loop
@@ -66,7 +68,7 @@ def run(
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(settings, client, sock, cluster))
+        return runner.run(serve(settings, client, sock, cluster, deployment))
 
 
 async def serve(
@@ -74,13 +76,14 @@ async def serve(
     client: EngineClient | None = None,
     sock: socket.socket | None = None,
     cluster: Cluster | None = None,
+    deployment: Deployment | None = None,
 ) -> int:
     """Run the HTTP server and the engine until shutdown; return the process exit code.
 
     Alone, this process starts the engine (and binds --host/--port unless given `sock`); as one of
     several API processes it is a client of the supervisor's engine core on its shared socket.
     """
-    app = create_app(settings, cluster)
+    app = create_app(settings, cluster, deployment)
     models: ServedModels = app.state.models
     server = DrainingServer(
         models.start_draining,

@@ -173,7 +173,7 @@ def test_a_curve_run_is_sized_by_document_tokens_within_its_bounds() -> None:
 
 
 def test_the_curves_summary_pairs_each_round_with_vllm_and_the_engine_alone() -> None:
-    from rerank_bench.curves import ALONE, Point, Shape, summarize
+    from rerank_bench.curves import ALONE, Point, Shape, markdown, summarize
 
     def point(server: str, round_: int, rps: float) -> Point:
         return Point(server, "4x64", round_, rps, 4 * rps, 10.0, 20.0, {"api": 1.0} if server != ALONE else None)
@@ -185,3 +185,5 @@ def test_the_curves_summary_pairs_each_round_with_vllm_and_the_engine_alone() ->
     assert summary["ours"]["fraction_of_engine_alone_rounds"] == [0.5, 1.0]
     assert summary["ours"]["docs_per_s"] == 100.0 and summary["ours"]["cpu_ms_per_request"] == {"api": 1.0}
     assert "ratio_to_vllm" not in summary["vllm"] and "fraction_of_engine_alone" not in summary[ALONE]
+    row = markdown({"4x64": summary}, [Shape(4, 64)]).splitlines()[-1]
+    assert row == "| 4 x 64 | 100, 60, -, 140 | **1.75x** (2.00, 1.50) | 0.75 | 10, 10 | 20, 20 | 1.0 |"

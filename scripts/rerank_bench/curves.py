@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> dict:
         "args": vars(args),
     }
     print(json.dumps(summary, indent=2))
+    print(markdown(summary, todo))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     if args.png:
@@ -213,6 +214,38 @@ def summarize(points: list[Point], todo: list[Shape]) -> dict[str, dict[str, dic
             rows[server] = row
         summary[shape.label] = rows
     return summary
+
+
+def markdown(summary: dict[str, dict[str, dict]], todo: list[Shape]) -> str:
+    """The summary as docs/performance.md's table: each shape's documents/s per server, ours over
+    vLLM's (each round's) and over the engine alone, p50/p99, ours' CPU per request by process."""
+
+    def cell(row: dict | None, key: str) -> str:
+        return f"{row[key]:,.0f}" if row and key in row else "-"
+
+    lines = [
+        "| shape | documents/s: ours, vLLM, Infinity, engine alone | ours / vLLM requests/s (rounds) "
+        "| ours / engine alone | p50 ms ours, vLLM | p99 ms ours, vLLM "
+        "| ours' CPU ms a request: API, core, worker, client |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for shape in todo:
+        rows = summary.get(shape.label, {})
+        ours, vllm = rows.get("ours"), rows.get("vllm")
+        if ours is None:
+            continue
+        docs = ", ".join(cell(rows.get(s), "docs_per_s") for s in ("ours", "vllm", "infinity", ALONE))
+        ratio = "-"
+        if "ratio_to_vllm" in ours:
+            ratio = f"**{ours['ratio_to_vllm']:.2f}x** ({', '.join(f'{x:.2f}' for x in ours['ratio_to_vllm_rounds'])})"
+        alone = f"{ours['fraction_of_engine_alone']:.2f}" if "fraction_of_engine_alone" in ours else "-"
+        cpu = ours.get("cpu_ms_per_request") or {}
+        cpu_text = ", ".join(f"{cpu[k]:.1f}" for k in ("api", "engine_core", "worker", "client") if k in cpu)
+        lines.append(
+            f"| {shape.docs} x {shape.input_len} | {docs} | {ratio} | {alone} | {cell(ours, 'p50_ms')}, "
+            f"{cell(vllm, 'p50_ms')} | {cell(ours, 'p99_ms')}, {cell(vllm, 'p99_ms')} | {cpu_text} |"
+        )
+    return "\n".join(lines)
 
 
 def plot(summary: dict[str, dict[str, dict]], todo: list[Shape], path: Path, args: argparse.Namespace) -> None:
