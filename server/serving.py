@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 
 from server.admission import TOKENS, Admission, Pairs
 from server.cluster import Cluster
@@ -46,6 +47,15 @@ def load_tokenizer(model: str) -> Tokenizer:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A job's ranking and what scoring it took (a request's metrics)."""
+
+    ranking: Ranking
+    engine_tokens: int  # prompt tokens the engine scored (the score cache's hits excluded)
+    pairs: int  # prompts: documents, or their windows
 
 
 class RerankService:
@@ -116,7 +126,7 @@ class RerankService:
                 ScoreCache.for_model, self.settings, self.served.model, computed_by, self.metrics.score_cache_errors.inc
             )
         started = time.perf_counter()
-        await self._rank(WARMUP_JOB, WARMUP_REQUEST_ID, warmup=True)
+        await self._rank(WARMUP_JOB, WARMUP_REQUEST_ID, score_cache=None)  # past the cache: it must reach the engine
         self.warmed_up = True
         self.metrics.engine_up.set(1)
         elapsed = time.perf_counter() - started
@@ -159,13 +169,16 @@ class RerankService:
             )
         self.metrics.requests_in_flight.inc()
         try:
-            return await self._rank(job, request_id)
+            scored = await self._rank(job, request_id, self.score_cache)
         finally:
             self.metrics.requests_in_flight.dec()
+        ranking = scored.ranking
+        self.metrics.record_request(len(job.texts), ranking.prompt_tokens, scored.engine_tokens, ranking.cached_tokens)
+        self.metrics.lane_pairs[lane_of(job.priority)].inc(scored.pairs)
+        return ranking
 
-    async def _rank(self, job: RerankJob, request_id: str, warmup: bool = False) -> Ranking:
-        """Prompts, their logits (through the score cache), each document's best one, best first. The
-        warm-up goes past the score cache (it must reach the engine) and the request metrics."""
+    async def _rank(self, job: RerankJob, request_id: str, score_cache: ScoreCache | None) -> Scored:
+        """Prompts, their logits (through `score_cache`, if any), each document's best one, best first."""
         assert self.prompts is not None and self.engine is not None
         with self.tracing.span("rerank.tokenize") as span:
             if len(job.query) + sum(map(len, job.texts)) <= INLINE_PROMPT_CHARS:
@@ -176,21 +189,19 @@ class RerankService:
                 span.set_attributes({"rerank.pairs": len(prompts.token_ids), TOKENS: prompts.num_tokens})
         check_fits(job, prompts, self.settings, self.max_model_len, self.metrics)
         pairs = Pairs(prompts.token_ids, job.priority, prompts.priorities, prompts.second_segment)
-        through = await self._logits_through_cache(pairs, request_id, use_score_cache=not warmup)
+        through = await self._logits_through_cache(pairs, request_id, score_cache)
         tokens, cached = prompts.num_tokens, through.prefix_cached_tokens
-        if not warmup:
-            self.metrics.record_request(len(job.texts), tokens, through.engine_tokens, cached)
-            self.metrics.lane_pairs[lane_of(job.priority)].inc(len(prompts.token_ids))
         logits, passages = best_windows(through.logits, prompts.windows)
         order = sorted(range(len(logits)), key=lambda i: -logits[i])
         hits = len(through.logits) - through.engine_pairs
-        return Ranking(order, logits, passages, tokens, cached, hits, self.model.identity_activation)
+        ranking = Ranking(order, logits, passages, tokens, cached, hits, self.model.identity_activation)
+        return Scored(ranking, through.engine_tokens, len(prompts.token_ids))
 
-    async def _logits_through_cache(self, pairs: Pairs, request_id: str, use_score_cache: bool) -> Through:
-        """Every pair's logit, and what the engine did for them; through the score cache when there is one."""
+    async def _logits_through_cache(self, pairs: Pairs, request_id: str, score_cache: ScoreCache | None) -> Through:
+        """Every pair's logit, and what the engine did for them; through the score cache if there is one."""
         assert self.engine is not None
         engine = self.engine
-        if self.score_cache is None or not use_score_cache:
+        if score_cache is None:
             scores = await self.admission.score(engine, pairs, request_id, self.mark_dead)
             return Through(scores.logits, len(pairs.token_ids), sum(map(len, pairs.token_ids)), scores.cached_tokens)
 
@@ -199,10 +210,10 @@ class RerankService:
             scores = await self.admission.score(engine, missing, request_id, self.mark_dead)
             return scores.logits, scores.cached_tokens
 
-        through = await score_through(self.score_cache, pairs.token_ids, pairs.windows, score_in_engine, self.tracing)
+        through = await score_through(score_cache, pairs.token_ids, pairs.windows, score_in_engine, self.tracing)
         self.metrics.score_cache_hits.inc(len(through.logits) - through.engine_pairs)
         self.metrics.score_cache_misses.inc(through.engine_pairs)
-        self.metrics.score_cache_entries.set(self.score_cache.entries)
+        self.metrics.score_cache_entries.set(score_cache.entries)
         return through
 
     def _build_prompts(self, job: RerankJob) -> Prompts:
