@@ -12,6 +12,7 @@ class ServedModels:
     def __init__(self, services: list[RerankService]) -> None:
         self.default = services[0]
         self.by_name = {service.name: service for service in services}
+        self.draining = False  # SIGTERM came: /ready is 503, responses close their connection (the server's)
 
     @property
     def services(self) -> list[RerankService]:
@@ -35,13 +36,9 @@ class ServedModels:
         """TEI's shape: a `model` that names a served one picks it; any other is ignored, as TEI does."""
         return self.by_name.get(name or "", self.default)
 
-    @property
-    def draining(self) -> bool:
-        return self.default.draining
-
     def start_draining(self) -> None:
-        for service in self.by_name.values():
-            service.start_draining()
+        """SIGTERM came: /ready turns 503 and every answer closes its connection; the models still score."""
+        self.draining = True
 
     async def close(self) -> None:
         for service in self.by_name.values():

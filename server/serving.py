@@ -79,7 +79,6 @@ class RerankService:
         self.model = QWEN3_RERANKER  # the model's kind and limits, read from its config at start
         self.prompts: BasePromptBuilder | None = None
         self.warmed_up = False
-        self.draining = False  # SIGTERM came: /ready is 503, responses close their connection
         self.admission = Admission(settings, self.metrics, cluster, tracing, self.name)  # the 429s and the lanes
         metrics.max_pairs_in_flight.set(settings.max_pairs_in_flight)
         self.model_sha: str | None = None  # the hub commit of the model's files, if known (GET /info)
@@ -107,9 +106,9 @@ class RerankService:
 
     @property
     def ready(self) -> bool:
-        """What /ready says: able to score and not shutting down (a draining server still scores);
-        with several API processes, only once every one of them has scored its warm-up."""
-        return self.can_score and not self.draining and (self.cluster is None or self.cluster.all_ready())
+        """Whether /ready can say so (unless the server is draining: server/served_models.py): able to
+        score; with several API processes, only once every one of them has scored its warm-up."""
+        return self.can_score and (self.cluster is None or self.cluster.all_ready())
 
     async def start(self, engine: Engine, tokenizer: Tokenizer | None = None, model: ModelInfo | None = None) -> None:
         """Attach a running engine, score a warm-up request, then report ready. `model`: the model's
@@ -141,10 +140,6 @@ class RerankService:
             self.model.kind,
             elapsed,
         )
-
-    def start_draining(self) -> None:
-        """SIGTERM came: /ready turns 503 and every answer closes its connection."""
-        self.draining = True
 
     async def close(self) -> None:
         """At shutdown, after the last request: the score cache's Redis connection is closed."""

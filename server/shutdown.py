@@ -23,7 +23,7 @@ logger = logging.getLogger("server")
 class DrainingServer(uvicorn.Server):
     def __init__(self, start_draining: Callable[[], None], drain_delay: float, config: uvicorn.Config) -> None:
         super().__init__(config)
-        self.start_draining = start_draining  # turns /ready to 503 (RerankService.start_draining)
+        self.start_draining = start_draining  # turns /ready to 503 (ServedModels.start_draining)
         self.drain_delay = drain_delay
         self.drain_until: float | None = None
 
