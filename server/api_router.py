@@ -35,6 +35,7 @@ from server.errors import (
 from server.protocol import ModelCard, ModelList, RerankRequest, RerankResponse
 from server.request_context import RequestRecord, current_request
 from server.rerank_job import Ranking, RerankJob, effective_priority, lane_of
+from server.routes import RERANK_ROUTES, SCORE_ROUTES
 from server.score_protocol import ScoreData, ScoreRequest, ScoreResponse, ScoreUsage, is_score_body
 from server.served_models import ServedModels
 from server.serving import RerankService
@@ -43,8 +44,6 @@ from server.tei_protocol import TEI_RANKS, TeiInfo, TeiRank, TeiRerankRequest
 logger = logging.getLogger("server.api")
 router = APIRouter()
 
-RERANK_ROUTES = ("/v1/rerank", "/rerank", "/v2/rerank")
-SCORE_ROUTES = ("/score", "/v1/score")
 # The rerank routes parse their body themselves (orjson, then the dialect's model): these are the
 # request bodies they take, published in /openapi.json (server/app.py adds their schemas).
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (RerankRequest, TeiRerankRequest, ScoreRequest)

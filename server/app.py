@@ -8,13 +8,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from server import __version__
-from server.api_router import REQUEST_MODELS, RERANK_ROUTES, SCORE_ROUTES, router
+from server.api_router import REQUEST_MODELS, router
 from server.cluster import Cluster
 from server.engine_args import Deployment
 from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.middleware import ApiKeyMiddleware, RequestContextMiddleware
 from server.platforms import add_platform_routes
+from server.routes import INVOCATIONS_ROUTE, RERANK_ROUTES, SCORE_ROUTES
 from server.served_models import ServedModels
 from server.serving import RerankService
 from server.settings import Settings
@@ -55,7 +56,7 @@ def create_app(settings: Settings, cluster: Cluster | None = None, deployment: D
             ApiKeyMiddleware,
             keys=keys,
             public_paths=public,
-            dialect_paths=RERANK_ROUTES + SCORE_ROUTES + ("/invocations",),
+            dialect_paths=RERANK_ROUTES + SCORE_ROUTES + (INVOCATIONS_ROUTE,),
             priorities=settings.key_priorities(),
         )
     app.add_middleware(

@@ -27,17 +27,15 @@ from server.errors import (
 )
 from server.metrics import Metrics
 from server.request_context import RequestRecord, current_request, request_record
+from server.routes import INVOCATIONS_ROUTE, OTHER_ROUTES, PROBE_ROUTES, RERANK_ROUTES, SCORE_ROUTES
 from server.tracing import NO_TRACING, Tracing, mark_error, trace_id
 
 access_logger = logging.getLogger("server.access")
 
 # Known routes are metric labels as they are; anything else is "other" (bounded cardinality).
-KNOWN_ROUTES = frozenset(
-    {"/v1/rerank", "/rerank", "/v2/rerank", "/v1/models", "/info", "/score", "/v1/score", "/invocations"}
-    | {"/health", "/ready", "/ping", "/metrics", "/docs", "/openapi.json"}
-)
+KNOWN_ROUTES = frozenset(RERANK_ROUTES + SCORE_ROUTES + (INVOCATIONS_ROUTE,) + PROBE_ROUTES + OTHER_ROUTES)
 # Probes and scrapes: no access-log line, no trace.
-UNTRACED_ROUTES = frozenset({"/health", "/ready", "/ping", "/metrics"})
+UNTRACED_ROUTES = frozenset(PROBE_ROUTES)
 
 
 def header(scope: Scope, name: bytes) -> str | None:

@@ -22,16 +22,17 @@ from starlette.responses import Response
 from server.api_router import answer, answer_parsed, any_body, ready
 from server.errors import Dialect, ErrorKind, dialect_of
 from server.request_context import RequestRecord
+from server.routes import INVOCATIONS_ROUTE, PING_ROUTE
 
 router = APIRouter()
 
 
-@router.get("/ping", summary="SageMaker's health check: 200 once ready, as /ready")
+@router.get(PING_ROUTE, summary="SageMaker's health check: 200 once ready, as /ready")
 async def ping(request: Request) -> Response:
     return await ready(request)
 
 
-@router.post("/invocations", summary="SageMaker's inference route: any rerank or score body, by its shape")
+@router.post(INVOCATIONS_ROUTE, summary="SageMaker's inference route: any rerank or score body, by its shape")
 async def invocations(request: Request) -> Response:
     return await answer(request, lambda data, record: any_body(request, data, record))
 
