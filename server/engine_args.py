@@ -39,8 +39,6 @@ GiB = 1024**3
 RERANK_MAX_NUM_BATCHED_TOKENS = 8192
 CPU_RERANK_BLOCK_SIZE = 32
 SMALL_CPU_CORES = 4  # up to this many cores, the CPU engine's model worker gets all of them
-# set by wait_without_spinning for vLLM's engine processes (not RERANK_*: that prefix is the settings')
-ENGINE_WAITS_ENV = "QWEN3_RERANK_ENGINE_WAITS"
 # The model card's yes/no head as a vLLM sequence classifier (why and how: docs/qwen3-reranker.md).
 QWEN3_RERANKER_HF_OVERRIDES: dict[str, Any] = {
     "architectures": ["Qwen3ForSequenceClassification"],
@@ -193,38 +191,12 @@ def set_cpu_threads_bind(settings: Settings) -> None:
     (they inherit the environment): --cpu-threads-bind if given; else, on a machine of at most
     SMALL_CPU_CORES cores, vLLM's auto binding without the core it keeps back for its scheduler,
     and the worker's OpenMP threads waiting passively (asleep, not spinning: they share those cores
-    with the HTTP process and the scheduler) unless the user set OMP_WAIT_POLICY; so do the engine
-    core and the worker waiting for each other (`wait_without_spinning`)."""
+    with the HTTP process and the scheduler) unless the user set OMP_WAIT_POLICY."""
     if settings.cpu_threads_bind is not None:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = settings.cpu_threads_bind
     elif whole_machine_for_worker():
         os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        wait_without_spinning()
-
-
-def wait_without_spinning() -> None:
-    """vLLM's engine core and its worker hand each step over shared memory, and a reader that read
-    in the last second spins (sched_yield) instead of sleeping until the writer's notification: on
-    a GPU machine that spares microseconds; on a CPU of a few cores the two spinning processes take
-    the cores the model's threads and the HTTP process need (py-spy: a third of the engine core's
-    and the worker's samples in sched_yield under one-document requests). Here they sleep on the
-    notification at once. vLLM spawns its CPU engine processes: this process's environment tells
-    them, and vLLM runs `apply_engine_waits` in each as a general plugin (pyproject.toml's entry point)."""
-    os.environ[ENGINE_WAITS_ENV] = "sleep"
-    apply_engine_waits()
-
-
-def apply_engine_waits() -> None:
-    """vLLM's general plugin `qwen3_rerank_engine_waits`, run by vLLM in each of its processes (the
-    engine core and workers too) before their shared-memory queues exist: if this server chose it
-    (the environment they inherit), the queues' readers sleep on their notification instead of
-    spinning for a second first (SpinCondition's default `busy_loop_s`; docs/vllm-internals.md).
-    Any other vLLM in this environment loads it too, and is left as it is."""
-    if os.environ.get(ENGINE_WAITS_ENV) == "sleep":
-        from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
-
-        SpinCondition.__init__.__defaults__ = (0.0,)  # busy_loop_s: its only default
 
 
 def whole_machine_for_worker() -> bool:

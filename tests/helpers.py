@@ -202,15 +202,3 @@ def assert_close(got: list[float], want: list[float], tol: float) -> None:
 # in the kernel's affine_move_task; kernel 6.18). A plain `python -c "import torch"` hung the
 # same way next to a loaded server pinned to core 1, and never in 8 tries next to one unpinned.
 SHARED_HOST_FLAGS = ("--cpu-threads-bind", "nobind")
-
-
-def busy_loop_default_after_vllms_plugins() -> float:
-    """In a spawned process, as vLLM's engine core and worker start: vLLM's general plugins loaded,
-    the spin time of its shared-memory queues' readers."""
-    import inspect
-
-    from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
-    from vllm.plugins import load_general_plugins
-
-    load_general_plugins()
-    return inspect.signature(SpinCondition.__init__).parameters["busy_loop_s"].default

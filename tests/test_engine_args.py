@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 
 from server.engine_args import QWEN3_RERANKER_HF_OVERRIDES, engine_args
@@ -112,41 +110,16 @@ def test_small_cpus_give_the_model_worker_every_core(monkeypatch, cores, env, fl
 
     from server import engine_args as module
 
-    names = ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND", "OMP_WAIT_POLICY", module.ENGINE_WAITS_ENV)
-    for name in names:
+    for name in ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND", "OMP_WAIT_POLICY"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    from vllm.distributed.device_communicators.shm_broadcast import SpinCondition
-
     monkeypatch.setattr(module, "on_cpu", lambda: True)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
-    monkeypatch.setattr(SpinCondition.__init__, "__defaults__", (1,))  # vLLM's: a reader spins for a second
     module.set_cpu_threads_bind(Settings(cpu_threads_bind=flag))
     assert os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU") == reserved
     assert os.environ.get("VLLM_CPU_OMP_THREADS_BIND") == (flag or env.get("VLLM_CPU_OMP_THREADS_BIND"))
     assert os.environ.get("OMP_WAIT_POLICY") == wait_policy
-    # where the worker gets every core, the engine core and the worker sleep while they wait for each other
-    busy_loop_s = inspect.signature(SpinCondition.__init__).parameters["busy_loop_s"].default
-    assert busy_loop_s == (0.0 if reserved == "0" else 1)
-
-
-def test_vllms_engine_processes_wait_as_the_server_chose(monkeypatch):
-    """vLLM's CPU platform spawns the engine core and its worker; each runs vLLM's general plugins
-    first, ours among them (pyproject.toml's entry point), and the server's choice reaches it in the
-    environment the process inherits."""
-    import multiprocessing
-
-    from server.engine_args import ENGINE_WAITS_ENV
-
-    from .helpers import busy_loop_default_after_vllms_plugins
-
-    monkeypatch.setenv(ENGINE_WAITS_ENV, "sleep")
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        assert pool.apply(busy_loop_default_after_vllms_plugins) == 0.0
-    monkeypatch.delenv(ENGINE_WAITS_ENV)
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        assert pool.apply(busy_loop_default_after_vllms_plugins) == 1  # vLLM's own: spin for a second
 
 
 def test_the_engine_identity_names_vllms_release_the_device_and_the_dtype(monkeypatch):
