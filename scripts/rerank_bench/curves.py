@@ -142,6 +142,7 @@ def run(args: argparse.Namespace) -> dict:
                         cpu = None
                         if before and after:
                             cpu = {k: round(1000 * (after[k] - before[k]) / requests, 3) for k in after}
+                            # the load generator's whole run (its start-up and data set-up: seconds) per request
                             cpu["client"] = round(1000 * (client_after - client_before) / requests, 3)
                         point = Point(tag, shape.label, r, peer.requests_per_s, peer.docs_per_s, peer.p50_ms,
                                       peer.p99_ms, cpu)  # fmt: skip
@@ -226,7 +227,7 @@ def markdown(summary: dict[str, dict[str, dict]], todo: list[Shape]) -> str:
     lines = [
         "| shape | documents/s: ours, vLLM, Infinity, engine alone | ours / vLLM requests/s (rounds) "
         "| ours / engine alone | p50 ms ours, vLLM | p99 ms ours, vLLM "
-        "| ours' CPU ms a request: API, core, worker, client |",
+        "| ours' CPU ms a request: API, core, worker |",
         "|---|---|---|---|---|---|---|",
     ]
     for shape in todo:
@@ -240,7 +241,7 @@ def markdown(summary: dict[str, dict[str, dict]], todo: list[Shape]) -> str:
             ratio = f"**{ours['ratio_to_vllm']:.2f}x** ({', '.join(f'{x:.2f}' for x in ours['ratio_to_vllm_rounds'])})"
         alone = f"{ours['fraction_of_engine_alone']:.2f}" if "fraction_of_engine_alone" in ours else "-"
         cpu = ours.get("cpu_ms_per_request") or {}
-        cpu_text = ", ".join(f"{cpu[k]:.1f}" for k in ("api", "engine_core", "worker", "client") if k in cpu)
+        cpu_text = ", ".join(f"{cpu[k]:.1f}" for k in ("api", "engine_core", "worker") if k in cpu)
         lines.append(
             f"| {shape.docs} x {shape.input_len} | {docs} | {ratio} | {alone} | {cell(ours, 'p50_ms')}, "
             f"{cell(vllm, 'p50_ms')} | {cell(ours, 'p99_ms')}, {cell(vllm, 'p99_ms')} | {cpu_text} |"
