@@ -171,12 +171,12 @@ def main(argv: list[str] | None = None) -> None:
         from server.supervisor import run_supervisor
 
         raise SystemExit(run_supervisor(settings, deployment.api_processes, sock))
-    from server.process import run
+    from server.process import run_on_uvloop, serve
 
     # uvicorn re-raises the signal that stopped it once it has drained; handled here, a SIGTERM
     # ends the process with our exit code instead of the default "killed by signal".
     signal.signal(signal.SIGTERM, lambda *_: None)
-    raise SystemExit(run(settings, sock=sock, deployment=deployment))
+    raise SystemExit(run_on_uvloop(serve(settings, sock=sock, deployment=deployment)))
 
 
 if __name__ == "__main__":

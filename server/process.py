@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Coroutine
+from typing import Any
 
 import uvicorn
 
@@ -55,20 +57,14 @@ def bind_socket(settings: Settings) -> socket.socket:
     return sock
 
 
-def run(
-    settings: Settings,
-    client: EngineClient | None = None,
-    sock: socket.socket | None = None,
-    cluster: Cluster | None = None,
-    deployment: Deployment | None = None,
-) -> int:
-    """`serve` on uvloop's event loop (as uvicorn's own runner and vLLM's server use): its I/O and
-    callbacks cost this process about a fifth less CPU per small request than asyncio's own loop
-    (docs/performance.md, round 6). The exit code."""
+def run_on_uvloop(main: Coroutine[Any, Any, int]) -> int:
+    """`main` (`serve`) on uvloop's event loop, as uvicorn's own runner and vLLM's server run theirs;
+    its result, the exit code. With round 6's two other cuts it took the API process's CPU per
+    one-document request from 3.2 to 2.0-2.6 ms (docs/performance.md, "Curves")."""
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(settings, client, sock, cluster, deployment))
+        return runner.run(main)
 
 
 async def serve(

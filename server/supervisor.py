@@ -40,7 +40,7 @@ from server.engine_args import engine_args, set_cpu_threads_bind
 from server.engine_processes import end_if_engine_process_lost, end_process_now
 from server.log import setup_logging
 from server.model_kind import model_info
-from server.process import run
+from server.process import run_on_uvloop, serve
 from server.settings import Settings
 
 logger = logging.getLogger("server")
@@ -74,7 +74,9 @@ def api_process_main(listen_address: str, sock: socket.socket, args: ApiProcessA
     args.cluster.index = index
     logger.info("API process %d of %d serving on %s (pid %d)", index, count, listen_address, os.getpid())
     signal.signal(signal.SIGTERM, lambda *_: None)  # as in main(): uvicorn's handler takes over
-    code = run(args.settings, client=EngineClient(index, count, config), sock=sock, cluster=args.cluster)
+    code = run_on_uvloop(
+        serve(args.settings, client=EngineClient(index, count, config), sock=sock, cluster=args.cluster)
+    )
     raise SystemExit(code)
 
 
