@@ -39,7 +39,7 @@ def test_an_interactive_request_overtakes_queued_bulk_work(live_server):
     for thread in bulk:
         thread.start()
     # Every bulk request but the one in the engine waits at the lanes' gate (one step's tokens at a time).
-    assert wait_until(lambda: service.lanes.waiting >= 2, timeout=120), "bulk never queued"
+    assert wait_until(lambda: service.admission.lanes.waiting >= 2, timeout=120), "bulk never queued"
     post("interactive", {"query": "What is the capital of China?", "documents": documents(8, 99)})
     for thread in bulk:
         thread.join(300)
