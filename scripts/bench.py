@@ -5,7 +5,7 @@ vLLM's own rerank server on the same model files and engine flags.
     # one server (--pid: also its CPU time per document)
     python scripts/bench.py run --url http://127.0.0.1:8000 --requests 200 --concurrency 8
     # ours vs vLLM's own server, alternating rounds; the engine flags given go to both, and each
-    # server keeps its own defaults for the rest (ours differ: see server/engine_args.py); --dtype default
+    # server keeps its own defaults for the rest (ours differ: see server/engine/engine_args.py); --dtype default
     # passes no dtype, so each server runs the model with its own default
     python scripts/bench.py compare --model models/micro --requests 200 --concurrency 8 --rounds 3
     # beside them, this server as it was at a git revision, and with other flags (traced: to a sink)
@@ -31,7 +31,7 @@ vLLM's own rerank server on the same model files and engine flags.
         --ours-flags '--max-pairs-in-flight 384 --max-documents 256'
     # curves: documents/s and p50/p99 per shape (documents per request x --random-input-len, a
     # document half of it) under vLLM's `bench serve`, ours vs vLLM's server (and Infinity), beside
-    # the engine alone (server/engine.py with the prompts built beforehand: the limit); PNG + JSON
+    # the engine alone (server/engine/vllm_engine.py with the prompts built beforehand: the limit); PNG + JSON
     python scripts/bench.py curves --model models/tiny --dtype default --docs 1,4,16,64,256,1000 \
         --input-lens 128,512,2048 --rounds 3 --png curves.png --json curves.json
     # soak: two API processes and a shared Redis cache under mixed traffic (both dialects, repeats,

@@ -2,7 +2,7 @@
 """Keep the Helm chart's `config` values in step with the server's settings.
 
 `deploy/helm/qwen3-reranker/values.schema.json` is hand-written except `properties.config`, which
-this script derives from `server.settings.Settings` (each setting in camelCase, its type, bounds,
+this script derives from `server.core.settings.Settings` (each setting in camelCase, its type, bounds,
 choices and description; null keeps the server's default). Run it after adding a setting:
 
     python scripts/helm_values_schema.py          # rewrite the schema's config section
@@ -43,15 +43,27 @@ def camel(name: str) -> str:
 
 def config_schema() -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
-    from server.settings import Settings
+    from server.core.settings import Settings
+
+    schema = Settings.model_json_schema()
+    defs = schema.get("$defs", {})
+
+    def flat(item: dict[str, Any]) -> dict[str, Any]:
+        """An enum by reference, or a choice of strings (`auto` or a kind), as one string enum."""
+        if "$ref" in item:
+            return defs[item["$ref"].rsplit("/", 1)[1]]
+        choices = [flat(variant) for variant in item.get("anyOf", [])]
+        if choices and all(c.get("type") == "string" and ("const" in c or "enum" in c) for c in choices):
+            return {"type": "string", "enum": [v for c in choices for v in c.get("enum", [c.get("const")])]}
+        return item
 
     properties: dict[str, Any] = {}
-    for name, prop in Settings.model_json_schema()["properties"].items():
+    for name, prop in schema["properties"].items():
         if name in CHART_OWNED:
             continue
         variants = prop.get("anyOf", [prop])
         if prop.get("type") == "array":  # one value per model: a list, one value, or comma-separated
-            item = {k: v for k, v in prop["items"].items() if k in KEEP}
+            item = {k: v for k, v in flat(prop["items"]).items() if k in KEEP}
             variants = [{"type": "array", "items": item}, item]
             if item != {"type": "string"}:
                 variants.append({"type": "string"})  # "0.25,0.65"

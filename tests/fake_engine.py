@@ -1,8 +1,9 @@
 """The fast tier's engine and app: the service's own behaviour (admission, time-outs, a dead engine,
 lanes, routing, errors) tested in process in milliseconds, without vLLM or model weights.
 
-`FakeEngine` honours `server.engine.Engine`: a made-up logit per prompt (from its token ids, so
-repeatable), every call recorded, and switches to hold requests at a gate, fail them or die.
+`FakeEngine` honours `server.engine.vllm_engine.Engine`: a made-up logit per prompt (from its token ids, so
+repeatable), every call recorded, and switches to hold requests at a gate, fail them or die. It is
+the same `EngineWrapper` the engine tests put around the real engine, around made-up logits.
 `FakeServer` is the app as `create_app` builds it, its models started on one `FakeEngine` with the
 real Qwen3 tokenizer (tests/fixtures/qwen3-tokenizer), talked to over httpx's ASGI transport.
 Scores here mean nothing: whatever needs real ones runs on the real engine (`engine` marker).
@@ -20,8 +21,8 @@ from typing import Any
 
 import httpx
 
-from server.engine import Scores
-from server.serving import WARMUP_REQUEST_ID
+from server.engine.vllm_engine import Scores
+from server.rerank.serving import WARMUP_REQUEST_ID
 
 TOKENIZER_DIR = Path(__file__).resolve().parent / "fixtures" / "qwen3-tokenizer"
 API_KEY = "test-key"
@@ -37,13 +38,73 @@ class Call:
     second_segment: int | None
 
 
-class FakeEngine:
-    """An engine that answers at once (or when its gate opens) with a logit made from each prompt."""
+class EngineWrapper:
+    """An engine behind a test's hooks, honouring the `Engine` protocol: every call recorded and its
+    pairs counted, every field forwarded (a cross-encoder keeps its token types, the queue its
+    priorities), and for every request but the warm-up (told by its constant, WARMUP_REQUEST_ID)
+    `before` run first, then `failure` raised if set (a bug's error: its message must never reach a
+    client). Around the real engine in the engine tests; around made-up logits as `FakeEngine`."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.calls: list[Call] = []
+        self.pairs = 0
+        self.failure: BaseException | None = None
+
+    @property
+    def is_dead(self) -> bool:
+        return bool(self.real.is_dead)
+
+    @property
+    def dtype(self) -> str | None:
+        return getattr(self.real, "dtype", None)
+
+    async def before(self, prompts: Sequence[list[int]], request_id: str) -> None:
+        """A request's hook (a subclass holds or counts it here)."""
+
+    async def score(
+        self,
+        prompts: Sequence[list[int]],
+        request_id: str,
+        priorities: Sequence[int] | None = None,
+        second_segment: int | None = None,
+    ) -> Scores:
+        self.calls.append(
+            Call([list(p) for p in prompts], request_id, list(priorities) if priorities else None, second_segment)
+        )
+        if request_id != WARMUP_REQUEST_ID:
+            await self.before(prompts, request_id)
+            if self.failure is not None:
+                raise self.failure
+        self.pairs += len(prompts)
+        return await self.real.score(prompts, request_id, priorities, second_segment)
+
+    def requests(self) -> list[Call]:
+        """The calls of requests (the warm-up's left out)."""
+        return [c for c in self.calls if c.request_id != WARMUP_REQUEST_ID]
+
+
+class MadeUpLogits:
+    """The engine without vLLM: a repeatable logit per prompt, from its token ids."""
+
+    is_dead = False
+
+    async def score(
+        self,
+        prompts: Sequence[list[int]],
+        request_id: str,
+        priorities: Sequence[int] | None = None,
+        second_segment: int | None = None,
+    ) -> Scores:
+        return Scores([logit(p) for p in prompts], 0)
+
+
+class FakeEngine(EngineWrapper):
+    """The fast tier's engine: made-up logits at once, or when its gate opens; `dead` kills it."""
 
     def __init__(self) -> None:
-        self.calls: list[Call] = []
+        super().__init__(MadeUpLogits())
         self.gate: asyncio.Event | None = None  # set: requests but the warm-up wait until it opens
-        self.failure: BaseException | None = None  # set: every request but the warm-up raises it
         self.dead = False
         self.waiting = 0  # requests held at the gate now
 
@@ -56,71 +117,17 @@ class FakeEngine:
         self.gate = asyncio.Event()
         return self.gate
 
-    async def score(
-        self,
-        prompts: Sequence[list[int]],
-        request_id: str,
-        priorities: Sequence[int] | None = None,
-        second_segment: int | None = None,
-    ) -> Scores:
-        call = Call([list(p) for p in prompts], request_id, list(priorities) if priorities else None, second_segment)
-        self.calls.append(call)
-        if request_id == WARMUP_REQUEST_ID:
-            return Scores([logit(p) for p in prompts], 0)
+    async def before(self, prompts: Sequence[list[int]], request_id: str) -> None:
         if self.gate is not None:
             self.waiting += 1
             try:
                 await self.gate.wait()
             finally:
                 self.waiting -= 1
-        if self.failure is not None:
-            raise self.failure
-        return Scores([logit(p) for p in prompts], 0)
-
-    def requests(self) -> list[Call]:
-        """The calls of requests (the warm-up's left out)."""
-        return [c for c in self.calls if c.request_id != WARMUP_REQUEST_ID]
-
-
-class EngineWrapper:
-    """The real engine behind a test's hooks: every call and field forwarded (a cross-encoder keeps its
-    token types, the queue its priorities), the pairs it is given counted, and `before` run first for
-    every request but the warm-up (told by its constant, WARMUP_REQUEST_ID). `fail`: requests raise a
-    bug-like error (its message must never reach a client)."""
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-        self.pairs = 0
-        self.fail = False
-
-    @property
-    def is_dead(self) -> bool:
-        return bool(self.real.is_dead)
-
-    @property
-    def dtype(self) -> str | None:
-        return self.real.dtype
-
-    async def before(self, prompts: Sequence[list[int]], request_id: str) -> None:
-        """A request's hook (a subclass holds or counts it here)."""
-
-    async def score(
-        self,
-        prompts: Sequence[list[int]],
-        request_id: str,
-        priorities: Sequence[int] | None = None,
-        second_segment: int | None = None,
-    ) -> Scores:
-        if request_id != WARMUP_REQUEST_ID:
-            await self.before(prompts, request_id)
-            if self.fail:
-                raise RuntimeError("secret internal detail")
-        self.pairs += len(prompts)
-        return await self.real.score(prompts, request_id, priorities, second_segment)
 
 
 class GatedEngine(EngineWrapper):
-    """Holds every request at a gate before the real engine scores it."""
+    """Holds every request at a gate before the real engine scores it; `open` from any thread."""
 
     def __init__(self, real: Any, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(real)
@@ -153,7 +160,7 @@ class FakeServer:
 
 
 def settings(**overrides: Any) -> Any:
-    from server.settings import Settings
+    from server.core.settings import Settings
 
     defaults: dict[str, Any] = dict(
         model=str(TOKENIZER_DIR),
@@ -170,8 +177,8 @@ def settings(**overrides: Any) -> Any:
 async def fake_server(client_key: str | None = API_KEY, **overrides: Any) -> AsyncIterator[FakeServer]:
     """The app with `overrides` of the test settings, every model started (warmed up) on one FakeEngine;
     its client sends `client_key` (None: no key)."""
-    from server.app import create_app
-    from server.model_kind import QWEN3_RERANKER
+    from server.engine.model_kind import QWEN3_RERANKER
+    from server.http.app import create_app
 
     app = create_app(settings(**overrides))
     engine = FakeEngine()

@@ -44,6 +44,20 @@ LONG_DOCS = [f"document {i} " + "lorem ipsum dolor sit amet " * 80 for i in rang
 ENTRYPOINT = [sys.executable, "-m", "server"]
 
 
+def metric_value(exposition: str, name: str, *, required: bool = True, **labels: str) -> float:
+    """The sum of the samples of one metric in Prometheus' text format whose labels include `labels`
+    (parsed by prometheus-client, not matched as text); an absent one fails the test if `required`,
+    else counts 0 (a labelled counter before its first increment)."""
+    found = [
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    ]
+    assert found or not required, f"no sample {name}{labels or ''}"
+    return sum(found)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,13 +102,7 @@ class ServerProcess:
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum of the samples of one metric on /metrics whose labels include `labels`."""
-        text = httpx.get(self.url + "/metrics", timeout=10).text
-        return sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == name and labels.items() <= sample.labels.items()
-        )
+        return metric_value(httpx.get(self.url + "/metrics", timeout=10).text, name, required=False, **labels)
 
     def wait_ready(self, timeout: float = 240) -> None:
         ok = wait_until(lambda: self.get("/ready") == 200 or self.proc.poll() is not None, timeout, 0.5)

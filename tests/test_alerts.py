@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.metrics import Metrics
+from server.core.metrics import Metrics
 
 from .conftest import ROOT
 

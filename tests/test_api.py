@@ -108,12 +108,17 @@ def test_ready_is_503_until_the_warm_up_then_200(live_server, engine_loop, engin
         assert rerank(c).status_code == 200
 
 
-def test_engine_started_is_logged_after_the_warm_up(live_server, engine_loop, engine, tokenizer, caplog):
+def test_the_warm_up_is_logged_with_its_time_and_engine_started_is_left_to_the_process(
+    live_server, engine_loop, engine, tokenizer, caplog
+):
+    """A model's service logs its warm-up; `Engine started.` is the process's (or the supervisor's)
+    line once every model is warm (tests/test_process.py, test_several_models.py, test_multiprocess.py)."""
     live = live_server(start=False)
     with caplog.at_level("INFO", logger="server.serving"):
         engine_loop.run(live.service.start(engine, tokenizer))
-    [line] = [r.getMessage() for r in caplog.records if "Engine started." in r.getMessage()]
-    assert "warm-up rerank scored" in line
+    messages = [r.getMessage() for r in caplog.records if r.name == "server.serving"]
+    assert any(m.startswith("model qwen3-reranker-test (qwen3-reranker): warm-up rerank scored in ") for m in messages)
+    assert not any("Engine started." in m for m in messages)
 
 
 def test_32_concurrent_requests_are_all_correct(server):

@@ -12,7 +12,7 @@ from typing import Any
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from rerank_bench import load, servers, workloads
-from server.prompt import PromptBuilder
+from server.rerank.prompt import PromptBuilder
 
 from .conftest import MAX_MODEL_LEN
 

@@ -82,8 +82,8 @@ CLIENTS: dict[str, Callable[[str, str], tuple[int, dict]]] = {
 
 
 @pytest.fixture(scope="module")
-def small_body_server(live_server):
-    return live_server(max_body_bytes=LIMIT)
+def small_body_server(module_live_server):
+    return module_live_server(max_body_bytes=LIMIT)
 
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])

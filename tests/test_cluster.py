@@ -1,9 +1,9 @@
-"""What API processes share (server/cluster.py), without processes: the pair budget and each
+"""What API processes share (server/core/cluster.py), without processes: the pair budget and each
 process's state. The processes themselves: tests/test_multiprocess.py."""
 
 from __future__ import annotations
 
-from server.cluster import Cluster, PairBudget
+from server.core.cluster import Cluster, PairBudget
 
 
 def test_max_pairs_in_flight_holds_across_processes():
@@ -45,7 +45,7 @@ def test_the_reserve_holds_across_processes():
 
 
 def test_cluster_is_ready_when_every_process_is_and_the_supervisor_said_so():
-    from server.cluster import ProcessState
+    from server.core.cluster import ProcessState
 
     cluster = Cluster(2)
     assert [cluster.state(i) for i in range(2)] == [ProcessState.STARTING] * 2

@@ -85,7 +85,7 @@ def test_every_variable_of_env_example_set_in_env_reaches_the_server(tmp_path: P
     value, and those are every setting the server reads but what compose itself sets."""
     from settings_files import COMPOSE_OWNED, COMPOSE_PASSED, COMPOSE_VARIABLES
 
-    from server.settings import Settings
+    from server.core.settings import Settings
 
     listed = re.findall(r"^# ([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M)
     compose_own = {name for name, _, _ in COMPOSE_VARIABLES}
@@ -118,7 +118,7 @@ def settings_from(environment: dict[str, str]):
     """Settings as the server in the container reads them from this environment."""
     from unittest import mock
 
-    from server.settings import Settings
+    from server.core.settings import Settings
 
     with mock.patch.dict(os.environ, environment, clear=True):
         return Settings.from_env()
@@ -159,7 +159,7 @@ def test_healthcheck_asks_the_port_and_host_the_server_was_given():
     assert ready_url(["--host", "127.0.0.5"], {}) == "http://127.0.0.5:8000/ready"
     assert ready_url(["--host", "::"], {"RERANK_PORT": "1"}) == "http://127.0.0.1:1/ready"
     assert ready_url(["--host", "::1"], {}) == "http://[::1]:8000/ready"
-    # the managed platforms' ports, as the server takes them (server/cli.py, server/settings.py)
+    # the managed platforms' ports, as the server takes them (server/cli.py, server/core/settings.py)
     assert ready_url(["serve"], {}) == "http://127.0.0.1:8080/ready"
     assert ready_url(["serve"], {"SAGEMAKER_BIND_TO_PORT": "9001"}) == "http://127.0.0.1:9001/ready"
     assert ready_url(["serve", "--port", "7000"], {"SAGEMAKER_BIND_TO_PORT": "9001"}) == "http://127.0.0.1:7000/ready"

@@ -124,7 +124,7 @@ async def test_ping_is_public_and_invocations_keep_the_api_key():
 
 
 async def test_vertex_routes_take_instances_and_answer_predictions(monkeypatch):
-    from server.settings import Settings
+    from server.core.settings import Settings
     from tests.fake_engine import settings
 
     monkeypatch.setenv("AIP_HTTP_PORT", "8085")

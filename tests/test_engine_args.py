@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from server.engine_args import QWEN3_RERANKER_HF_OVERRIDES, engine_args
-from server.model_kind import QWEN3_RERANKER, ModelInfo, ModelKind
-from server.settings import Settings
+from server.core.served_model import ModelKind
+from server.core.settings import Settings
+from server.engine.engine_args import QWEN3_RERANKER_HF_OVERRIDES, engine_args
+from server.engine.model_kind import QWEN3_RERANKER, ModelInfo
 
 
 def args_for(model: ModelInfo = QWEN3_RERANKER, **overrides):
@@ -14,12 +15,35 @@ def args_for(model: ModelInfo = QWEN3_RERANKER, **overrides):
     return engine_args(settings, settings.served_models()[0], model)
 
 
-def test_rerank_defaults_on_the_cpu():
+@pytest.fixture
+def device(monkeypatch):
+    """Which device engine_args sees, whatever this machine has (the tests run on CPUs and GPUs)."""
+    import server.engine.engine_args
+
+    def use(cpu: bool) -> None:
+        monkeypatch.setattr(server.engine.engine_args, "on_cpu", lambda: cpu)
+
+    return use
+
+
+def test_rerank_defaults_on_the_cpu(device):
+    device(cpu=True)
     args = args_for()
     assert args.max_num_batched_tokens == 8192  # vLLM's CPU default is 2048: big prefill-only steps
     assert args.block_size == 32  # vLLM's CPU default of 128 is longer than the shared prefix
+    assert args.dtype in ("float32", "bfloat16")  # not vLLM's fp16, which a CPU without AVX512 emulates
+    assert args.kv_cache_memory_bytes is not None  # a share of what is free, not 0.92 of the machine
     assert args.enable_prefix_caching is True
     assert args.runner == "pooling"
+
+
+def test_rerank_defaults_on_a_gpu(device):
+    """On a GPU vLLM keeps its own block size, dtype and memory fraction; the step size is ours."""
+    device(cpu=False)
+    args = args_for()
+    assert args.max_num_batched_tokens == 8192
+    assert (args.block_size, args.dtype, args.kv_cache_memory_bytes) == (None, "auto", None)
+    assert args.enable_prefix_caching is True and args.runner == "pooling"
 
 
 def test_each_kind_gets_its_own_head():
@@ -46,24 +70,21 @@ def test_priority_scheduling():
     assert args_for().scheduling_policy == "priority"
 
 
-def test_data_parallel_size_is_passed_to_vllm_on_a_gpu(monkeypatch):
+def test_data_parallel_size_is_passed_to_vllm_on_a_gpu(device):
     """One engine per GPU, balanced by vLLM (cannot run here: checked on the arguments)."""
-    import server.engine_args
-
-    monkeypatch.setattr(server.engine_args, "on_cpu", lambda: False)
+    device(cpu=False)
     assert args_for().data_parallel_size == 1
     args = args_for(data_parallel_size=4)
     assert args.data_parallel_size == 4
     assert args.data_parallel_external_lb is False  # vLLM's own balancing inside this process
 
 
-def test_several_models_on_a_gpu_each_get_their_share(monkeypatch):
+def test_several_models_on_a_gpu_each_get_their_share(device):
     """Two engines on one GPU: each its own --gpu-memory-utilization, required (cannot run here:
     checked on the arguments); one API process by default."""
-    import server.engine_args
-    from server.engine_args import api_processes, check_several_models
+    from server.engine.engine_args import api_processes, check_several_models
 
-    monkeypatch.setattr(server.engine_args, "on_cpu", lambda: False)
+    device(cpu=False)
     two = {"model": ["models/small", "models/large"]}
     with pytest.raises(ValueError, match="need --gpu-memory-utilization for each"):
         check_several_models(Settings(**two))
@@ -81,7 +102,8 @@ def test_several_models_on_a_gpu_each_get_their_share(monkeypatch):
         check_several_models(Settings(**two, gpu_memory_utilization=[0.25, 0.65], api_processes=2))
 
 
-def test_data_parallel_size_needs_gpus():
+def test_data_parallel_size_needs_gpus(device):
+    device(cpu=True)
     with pytest.raises(ValueError, match="one GPU per engine"):
         args_for(data_parallel_size=2)
 
@@ -108,7 +130,7 @@ def test_cpu_threads_bind_takes_vllms_forms_only():
 def test_small_cpus_give_the_model_worker_every_core(monkeypatch, cores, env, flag, reserved, wait_policy):
     import os
 
-    from server import engine_args as module
+    from server.engine import engine_args as module
 
     for name in ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND", "OMP_WAIT_POLICY"):
         monkeypatch.delenv(name, raising=False)
@@ -122,13 +144,14 @@ def test_small_cpus_give_the_model_worker_every_core(monkeypatch, cores, env, fl
     assert os.environ.get("OMP_WAIT_POLICY") == wait_policy
 
 
-def test_the_engine_identity_names_vllms_release_the_device_and_the_dtype(monkeypatch):
-    """The score cache keys on it (server/serving.py): an upgraded vLLM or another device kind sharing one
+def test_the_engine_identity_names_vllms_release_the_device_and_the_dtype(monkeypatch, device):
+    """The score cache keys on it (server/rerank/serving.py): an upgraded vLLM or another device kind sharing one
     Redis computes other logits (within float error) and must not read the first one's."""
     import vllm
 
-    from server.engine_args import engine_identity
+    from server.engine.engine_args import engine_identity
 
+    device(cpu=True)  # the CPU's kind is read from /proc/cpuinfo on any machine
     identity = engine_identity("float32")
     assert identity.startswith(f"vllm {vllm.__version__}; cpu ".encode()) and identity.endswith(b"; float32")
     assert engine_identity("bfloat16") != identity

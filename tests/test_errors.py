@@ -152,13 +152,13 @@ def test_api_key_never_logged(live_server, caplog, server):
 def test_internal_error_is_an_opaque_500_with_request_id(live_server, engine, caplog):
     flaky = EngineWrapper(engine)
     live = live_server(engine_override=flaky)
-    flaky.fail = True
+    flaky.failure = RuntimeError("secret internal detail")
     with live.client() as c, caplog.at_level(logging.ERROR, logger="server"):
         response = c.post("/v1/rerank", json=GOOD, headers={"X-Request-Id": "req-500"})
         assert_error(response, 500, "internal_error", r"internal server error \(request id req-500\)")
         assert "secret internal detail" not in response.text
         assert "secret internal detail" in caplog.text and "req-500" in caplog.text  # traceback in the log
-        flaky.fail = False
+        flaky.failure = None
         assert_still_serving(c)
 
 
@@ -229,7 +229,8 @@ def test_client_hang_up_aborts_its_engine_requests(server, engine):
 
 
 def test_every_error_kind_has_a_status_and_a_tei_type():
-    from server.errors import ERROR_STATUSES, ErrorKind, kind_of_http_status
+    from server.core.errors import ERROR_STATUSES, ErrorKind
+    from server.http.error_responses import kind_of_http_status
 
     assert all(400 <= kind.status < 600 and kind.tei_type for kind in ErrorKind)
     assert ErrorKind.EMPTY.status == ErrorKind.VALIDATION.status == 422  # TEI answers Empty with 422
@@ -239,7 +240,8 @@ def test_every_error_kind_has_a_status_and_a_tei_type():
 
 
 def test_a_body_decides_its_dialect_by_its_fields():
-    from server.errors import Dialect, dialect_of
+    from server.core.errors import Dialect
+    from server.http.error_responses import dialect_of
 
     assert dialect_of({"query": "q", "texts": ["a"]}) is Dialect.TEI
     assert dialect_of({"query": "q", "documents": ["texts"]}) is Dialect.COHERE

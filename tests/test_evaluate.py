@@ -195,12 +195,12 @@ def test_an_interrupted_run_resumes_without_rescoring(live_server, engine, tmp_p
 
         def __init__(self, real, free: int) -> None:
             super().__init__(real)
-            self.free, self.calls, self.held = free, 0, 0
+            self.free, self.seen, self.held = free, 0, 0
             self.released = threading.Event()
 
         async def before(self, prompts, request_id) -> None:
-            self.calls += 1
-            if self.calls > self.free and not self.released.is_set():
+            self.seen += 1
+            if self.seen > self.free and not self.released.is_set():
                 self.held += 1
                 await asyncio.to_thread(self.released.wait)
 

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from server.fast_tokenizer import FastEncoder
-from server.prompt import PromptBuilder
+from server.rerank.fast_tokenizer import FastEncoder
+from server.rerank.prompt import PromptBuilder
 
 from .conftest import ROOT
 from .helpers import DOCS, card_ids

@@ -135,7 +135,7 @@ def test_the_validators_can_fail(helm):
 
 
 def test_values_schema_follows_the_server_settings():
-    """values.schema.json's `config` is generated from server.settings.Settings."""
+    """values.schema.json's `config` is generated from server.core.settings.Settings."""
     result = subprocess.run(
         [sys.executable, "scripts/helm_values_schema.py", "--check"], capture_output=True, text=True, cwd=ROOT
     )
@@ -195,7 +195,7 @@ def test_a_pod_with_several_gpus_runs_one_engine_per_gpu(helm):
 
 
 def test_two_models_reach_the_server_in_order_with_their_shares(helm, monkeypatch):
-    from server.settings import Settings
+    from server.core.settings import Settings
 
     env = env_of(container(render(helm, CHART / "examples/gpu-two-models.yaml")))
     assert env["RERANK_MODEL"] == "Qwen/Qwen3-Reranker-0.6B,Qwen/Qwen3-Reranker-8B"
@@ -229,7 +229,7 @@ def test_both_autoscalers_at_once_is_refused(helm):
 
 
 def test_autoscalers_scale_on_the_servers_pairs_in_flight(helm):
-    from server.metrics import Metrics
+    from server.core.metrics import Metrics
 
     exported = Metrics().registry.get_sample_value("rerank_pairs_in_flight")
     assert exported is not None  # the metric name the autoscalers use is one the server serves
@@ -276,7 +276,7 @@ def test_score_cache_settings_and_its_url_from_a_secret(helm, monkeypatch):
     plain = env_of(container(render(helm)))
     assert not {"RERANK_SCORE_CACHE_SIZE", "RERANK_SCORE_CACHE_TTL", "RERANK_SCORE_CACHE_URL"} & set(plain)
     assert "scoreCache" in render_error(helm, "scoreCache.size=-1")
-    from server.settings import Settings
+    from server.core.settings import Settings
 
     monkeypatch.setenv("RERANK_SCORE_CACHE_SIZE", env["RERANK_SCORE_CACHE_SIZE"])
     monkeypatch.setenv("RERANK_SCORE_CACHE_TTL", env["RERANK_SCORE_CACHE_TTL"])
@@ -285,7 +285,7 @@ def test_score_cache_settings_and_its_url_from_a_secret(helm, monkeypatch):
 
 @pytest.mark.parametrize("values", VALUE_SETS, ids=value_set_id)
 def test_the_server_accepts_the_rendered_settings(helm, values, monkeypatch):
-    from server.settings import Settings
+    from server.core.settings import Settings
 
     env = {k: v for k, v in env_of(container(render(helm, values))).items() if isinstance(v, str)}
     for name in [k for k in os.environ if k.startswith("RERANK_")]:

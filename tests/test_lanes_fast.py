@@ -139,7 +139,7 @@ def test_a_malformed_key_priority_is_refused_without_naming_the_key(entry):
 
 
 async def test_bulk_waits_at_the_gate_while_interactive_pairs_are_in_the_engine():
-    from server.lanes import EngineLanes
+    from server.rerank.lanes import EngineLanes
 
     lanes = EngineLanes(bulk_tokens_limit=100)
     entered: list[str] = []
@@ -174,7 +174,7 @@ async def test_bulk_waits_at_the_gate_while_interactive_pairs_are_in_the_engine(
 
 
 async def test_bulk_ages_past_its_deferral_under_continuous_interactive_load():
-    from server.lanes import EngineLanes
+    from server.rerank.lanes import EngineLanes
 
     lanes = EngineLanes(bulk_tokens_limit=100)
     async with lanes.interactive(8):

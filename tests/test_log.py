@@ -1,4 +1,4 @@
-"""Logging (server/log.py): text lines by default, one JSON object per line with --log-format json,
+"""Logging (server/core/log.py): text lines by default, one JSON object per line with --log-format json,
 for our loggers and vLLM's alike, and `Engine started.` findable in vllm.log either way."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from .conftest import ROOT, wait_until
 SCRIPT = """
 import logging, sys
 from pathlib import Path
-from server.log import setup_logging
+from server.core.log import setup_logging
 setup_logging(Path(sys.argv[1]), "info", sys.argv[2])
 from vllm.config.logging import LoggingConfig  # what vLLM does when it builds an engine, in each of its processes
 from vllm.logger import configure_logging_if_needed
@@ -89,7 +89,7 @@ def test_a_server_with_json_logs_writes_json_from_every_process(tiny_model, tmp_
 
 def test_the_logging_config_handed_to_vllms_processes_is_removed_at_exit(tmp_path):
     script = (
-        "import os, sys; from pathlib import Path; from server.log import setup_logging; "
+        "import os, sys; from pathlib import Path; from server.core.log import setup_logging; "
         "setup_logging(Path(sys.argv[1])); path = os.environ['VLLM_LOGGING_CONFIG_PATH']; "
         "assert os.path.exists(path); print(path)"
     )
@@ -99,3 +99,11 @@ def test_the_logging_config_handed_to_vllms_processes_is_removed_at_exit(tmp_pat
     assert done.returncode == 0, done.stderr
     path = Path(done.stdout.split()[-1])
     assert path.name.startswith("rerank-vllm-logging-") and not path.exists()
+
+
+def test_engine_started_is_one_line_for_one_model_several_or_several_api_processes():
+    from server.core.log import engine_started
+
+    assert engine_started(["m"]) == "Engine started. model=m; ready on /v1/rerank"
+    assert engine_started(["a", "b"]) == "Engine started. models=a, b; ready on /v1/rerank"
+    assert engine_started(["m"], 2) == "Engine started. model=m; 2 API processes; ready on /v1/rerank"

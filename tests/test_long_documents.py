@@ -10,7 +10,7 @@ import httpx
 import psutil
 import pytest
 
-from server.prompt import PromptBuilder
+from server.rerank.prompt import PromptBuilder
 
 from .conftest import MAX_MODEL_LEN, wait_until
 from .helpers import QUERY, assert_close, assert_error, assert_still_serving

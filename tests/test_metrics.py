@@ -1,12 +1,14 @@
-"""Metrics (server/metrics.py) engine-free: what each counter counts, and the prefix-cache ratio
+"""Metrics (server/core/metrics.py) engine-free: what each counter counts, and the prefix-cache ratio
 from the engine's own tokens (score-cache hits excluded)."""
 
 from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.metrics import Metrics
-from server.rerank_job import Lane
+from server.core.metrics import Metrics
+from server.core.rerank_job import Lane
+
+from .helpers import metric_value
 
 
 def samples(metrics: Metrics) -> dict[str, float]:
@@ -39,15 +41,16 @@ def test_each_app_has_its_own_registry():
 def test_every_refusal_reason_is_a_series_from_the_start():
     """So that a rate over rerank_rejected_requests_total{reason="overloaded"} (an alert, a panel)
     is 0 before the first 429, not absent; the service refuses only with these reasons (RejectReason)."""
-    from server.metrics import RejectReason
+    from server.core.metrics import RejectReason
 
     metrics = Metrics()
     model = metrics.for_model("m")
     text = metrics.render().decode()
     for reason in RejectReason:
-        assert f'rerank_rejected_requests_total{{model="m",reason="{reason}"}} 0.0' in text
+        assert metric_value(text, "rerank_rejected_requests_total", model="m", reason=reason) == 0
     model.reject(RejectReason.OVERLOADED, Lane.BULK)
-    assert 'rerank_rejected_requests_total{model="m",reason="overloaded"} 1.0' in metrics.render().decode()
+    text = metrics.render().decode()
+    assert metric_value(text, "rerank_rejected_requests_total", model="m", reason="overloaded") == 1
 
 
 def test_two_models_series_are_apart_and_the_prefix_ratio_counts_both():

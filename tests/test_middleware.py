@@ -1,4 +1,4 @@
-"""The ASGI middlewares (server/middleware.py) around a stub app, engine-free: request ids, the
+"""The ASGI middlewares (server/http/middleware.py) around a stub app, engine-free: request ids, the
 access log, API keys, the body limit, and errors in the request's dialect."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ import logging
 import httpx
 import pytest
 
-from server.body import read_body
-from server.errors import ServiceError
-from server.metrics import Metrics
-from server.middleware import ApiKeyMiddleware, RequestContextMiddleware
+from server.core.errors import ServiceError
+from server.core.metrics import Metrics
+from server.http.body import read_body
+from server.http.error_responses import service_error_response
+from server.http.middleware import ApiKeyMiddleware, RequestContextMiddleware
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ async def test_api_keys_and_the_dialect_of_a_refused_body():
 
 
 async def parse_body(scope, receive, send) -> None:
-    """A route that reads its body as the rerank routes do (server/body.py), limit 16 bytes."""
+    """A route that reads its body as the rerank routes do (server/http/body.py), limit 16 bytes."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
@@ -75,7 +76,7 @@ async def parse_body(scope, receive, send) -> None:
         body = await read_body(Request(scope, receive), limit=16)
         response = JSONResponse({"data": body.data, "dialect": body.dialect})
     except ServiceError as exc:
-        response = exc.response()
+        response = service_error_response(exc)
     await response(scope, receive, send)
 
 

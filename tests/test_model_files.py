@@ -1,10 +1,10 @@
-"""What server/model_files.py reads of a model's files without loading them, engine-free: the hub
+"""What server/engine/model_files.py reads of a model's files without loading them, engine-free: the hub
 revision from the Hugging Face cache's own layout (`models--ORG--NAME/refs/main`,
 `snapshots/<commit>`: an internal of huggingface_hub that docs/vllm-internals.md lists)."""
 
 from __future__ import annotations
 
-from server.model_files import hub_revision
+from server.engine.model_files import hub_revision
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
-from server.cross_encoder import CrossEncoderPromptBuilder
-from server.model_kind import ModelKind, info_from_config
-from server.rerank_job import Ranking
-from server.settings import Settings
+from server.core.rerank_job import Ranking
+from server.core.served_model import ModelKind
+from server.core.settings import Settings
+from server.engine.model_kind import info_from_config
+from server.rerank.cross_encoder import CrossEncoderPromptBuilder
 
-from .conftest import MAX_MODEL_LEN, EngineLoop, LiveServer, engine_settings, start_engine
+from .conftest import MAX_MODEL_LEN, EngineLoop, LiveServer, engine_settings, start_engine, stopped_at_exit
 from .helpers import DOCS, QUERY, assert_close, server_scores
 
 LONG_DOCS = ["Beijing " * 2000, "short document", "the river flows through the valley to the sea " * 300]
@@ -78,7 +79,7 @@ def documents_for(name: str) -> list[list[str]]:
 def served(
     request: pytest.FixtureRequest,
     engine_loop: EngineLoop,
-    live_server: Callable[..., LiveServer],
+    serve_app: Callable[..., LiveServer],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Served]:
     """One kind's model served on its own engine (closed before the next kind's starts), with its
@@ -93,9 +94,10 @@ def served(
     settings = Settings(**engine_settings(model_dir, served_model_name=name))
     engine, stack = start_engine(engine_loop, settings)
     try:
-        live = live_server(start=False, model=str(model_dir), served_model_name=name)
-        engine_loop.run(live.service.start(engine))
-        yield Served(name, model_dir, live, scores, tokenizer)
+        with stopped_at_exit(serve_app) as live_server:  # this kind's server stops with its engine
+            live = live_server(start=False, model=str(model_dir), served_model_name=name)
+            engine_loop.run(live.service.start(engine))
+            yield Served(name, model_dir, live, scores, tokenizer)
     finally:
         engine_loop.run(stack.aclose())
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from server.settings import Settings
+from server.core.settings import Settings
 
 from .conftest import MAX_MODEL_LEN, LiveServer, engine_settings, start_engine
 from .helpers import DOCS, QUERY, assert_close, server_scores
@@ -52,11 +52,11 @@ def test_scores_do_not_depend_on_batch_company(client):
 
 
 @pytest.fixture(scope="module")
-def bf16_server(engine_loop, engine, live_server, tiny_model) -> Iterator[LiveServer]:
+def bf16_server(engine_loop, engine, module_live_server, tiny_model) -> Iterator[LiveServer]:
     """A second engine in bfloat16 on the same model (started for this module only)."""
     settings = Settings(**engine_settings(tiny_model, dtype="bfloat16"))
     bf16_engine, stack = start_engine(engine_loop, settings)
-    yield live_server(engine_override=bf16_engine)
+    yield module_live_server(engine_override=bf16_engine)
     engine_loop.run(stack.aclose())
 
 

@@ -37,7 +37,10 @@ def test_entrypoint_serves_logs_engine_started_and_drains_on_sigterm(server_proc
     assert wait_until(lambda: p.get("/health") == 200, 180, 0.2)
     assert p.get("/ready") == 503 and "Engine started." not in p.log
     p.wait_ready()
-    assert "Engine started." in p.log
+    lines = p.log.splitlines()
+    warm = [i for i, line in enumerate(lines) if "warm-up rerank scored" in line]
+    started = [i for i, line in enumerate(lines) if "Engine started." in line]
+    assert len(warm) == 1 and len(started) == 1 and started[0] > warm[0], "`Engine started.` once, after the warm-up"
     assert "vllm[" in p.log, "vLLM's own log lines (engine core process included) go to vllm.log too"
 
     # A load balancer's keep-alive connection, open before SIGTERM.
@@ -123,8 +126,8 @@ def test_every_accepted_connection_has_nagle_off() -> None:
     on the listening socket as this process serves it and as an API process gets it (from its fd)."""
     import asyncio
 
-    from server.process import bind_socket
-    from server.settings import Settings
+    from server.core.settings import Settings
+    from server.processes.process import bind_socket
 
     listener = bind_socket(Settings(host="127.0.0.1", port=0))
     inherited = socket.socket(fileno=os.dup(listener.fileno()))  # how a spawned API process rebuilds it

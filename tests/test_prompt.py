@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from server.prompt import PREFIX as SERVER_PREFIX
-from server.prompt import SUFFIX as SERVER_SUFFIX
-from server.prompt import PromptBuilder, QueryTooLongError
+from server.rerank.prompt import PREFIX as SERVER_PREFIX
+from server.rerank.prompt import SUFFIX as SERVER_SUFFIX
+from server.rerank.prompt import PromptBuilder, QueryTooLongError
 
 from .conftest import ROOT
 from .helpers import DOCS, MAX_LEN, card_ids

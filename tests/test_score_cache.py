@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.settings import Settings
+from server.core.settings import Settings
 
 from .conftest import wait_until
 from .fake_engine import EngineWrapper
@@ -206,8 +206,8 @@ def test_the_cache_identity_follows_the_engines_dtype(live_server, engine, tiny_
     live, _ = counted_server(live_server, engine)
     identity = live.service.score_cache.identity
     assert identity.endswith(b"; float32")
-    from server.engine_args import engine_identity
-    from server.model_files import weights_identity
+    from server.engine.engine_args import engine_identity
+    from server.engine.model_files import weights_identity
 
     assert identity == weights_identity(str(tiny_model)) + b"qwen3-reranker; " + engine_identity("float32")
 

@@ -1,11 +1,11 @@
 """The score cache without the engine: its default, and the in-flight bookkeeping of score_through
-(server/score_cache.py). On the real engine and a real Redis: tests/test_score_cache.py."""
+(server/rerank/score_cache.py). On the real engine and a real Redis: tests/test_score_cache.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from server.settings import Settings
+from server.core.settings import Settings
 
 
 def test_the_cache_is_on_by_default():
@@ -17,7 +17,7 @@ def test_a_pair_whose_first_scorer_fails_is_scored_by_the_one_that_waited():
     the first fails (a hang-up, an engine error); the second scores it itself, once."""
     import asyncio
 
-    from server.score_cache import ScoreCache, score_through
+    from server.rerank.score_cache import ScoreCache, score_through
 
     async def main() -> None:
         cache = ScoreCache(100, b"identity")

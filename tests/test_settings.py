@@ -1,4 +1,4 @@
-"""Settings (server/settings.py) and the CLI that maps flags onto them (server/cli.py), engine-free."""
+"""Settings (server/core/settings.py) and the CLI that maps flags onto them (server/cli.py), engine-free."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from server.cli import settings_from_args
-from server.settings import Settings
+from server.core.settings import Settings
 
 
 def test_flags_win_over_environment_variables_which_win_over_defaults(monkeypatch):

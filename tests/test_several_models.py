@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.settings import Settings
+from server.core.settings import Settings
 
 from .conftest import API_KEY, LiveServer
 from .helpers import DOCS, QUERY, assert_close, server_scores
@@ -33,9 +33,9 @@ def metric(client: httpx.Client, name: str, **labels: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def two_names(live_server, tiny_model) -> LiveServer:
+def two_names(module_live_server, tiny_model) -> LiveServer:
     """Models "small" and "large", both the tiny model on the session's engine, not started yet."""
-    return live_server(start=False, model=[str(tiny_model)] * 2, served_model_name=["small", "large"])
+    return module_live_server(start=False, model=[str(tiny_model)] * 2, served_model_name=["small", "large"])
 
 
 @pytest.mark.engine

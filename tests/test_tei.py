@@ -10,7 +10,7 @@ import math
 import httpx
 import pytest
 
-from server.prompt import PromptBuilder
+from server.rerank.prompt import PromptBuilder
 
 from .conftest import MAX_MODEL_LEN
 
@@ -166,7 +166,7 @@ def test_errors_found_before_the_body_is_parsed_come_in_teis_body_too(live_serve
         assert_tei_error(not_json, 400, "Validation", "not valid JSON")
     flaky = EngineWrapper(engine)
     broken = live_server(engine_override=flaky)
-    flaky.fail = True
+    flaky.failure = RuntimeError("secret internal detail")
     with broken.client() as c:
         assert_tei_error(tei(c), 500, "Backend", "internal server error")
         assert "secret internal detail" not in tei(c).text

@@ -1,4 +1,4 @@
-"""Traces (server/tracing.py): received by an OTLP receiver in the test (OTLP/HTTP and OTLP/gRPC,
+"""Traces (server/core/tracing.py): received by an OTLP receiver in the test (OTLP/HTTP and OTLP/gRPC,
 decoded with opentelemetry-proto) and checked span by span: the caller's trace continued, one
 SERVER span per request with its children, their attributes, the trace id in the access log.
 With several API processes each exports (tests/test_multiprocess.py)."""
@@ -13,8 +13,8 @@ import httpx
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
-from server.settings import Settings
-from server.tracing import Tracing, http_traces_url, setup_tracing, traces_endpoint, traces_protocol
+from server.core.settings import Settings
+from server.core.tracing import Tracing, http_traces_url, setup_tracing, traces_endpoint, traces_protocol
 
 from . import otlp_receiver
 from .conftest import API_KEY, wait_until

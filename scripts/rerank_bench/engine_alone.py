@@ -1,7 +1,7 @@
 """The engine alone: the limit a rerank server's throughput is measured against.
 
 vLLM's engine in this process, started with this server's engine arguments for the flags given
-(server/engine_args.py), scoring the very pairs `vllm bench serve` sends (its random-rerank data,
+(server/engine/engine_args.py), scoring the very pairs `vllm bench serve` sends (its random-rerank data,
 same seed, same tokenizer) as this server's prompts, built beforehand: no HTTP, no client, no
 JSON, no admission. Requests of one query and `docs` documents go in `concurrency` at a time, as
 the load generator sends them, each as `VllmEngine.score` submits a request's pairs.
@@ -66,12 +66,12 @@ async def measure(engine: Any, prompts: list[list[list[int]]], concurrency: int)
 
 async def serve(argv: list[str]) -> None:
     from server.cli import settings_from_args
-    from server.cross_encoder import builder_for
-    from server.engine import open_engine
-    from server.model_kind import model_info
-    from server.prompt import prompts_for
-    from server.rerank_job import RerankJob
-    from server.serving import load_tokenizer
+    from server.core.rerank_job import RerankJob
+    from server.engine.model_kind import model_info
+    from server.engine.vllm_engine import open_engine
+    from server.rerank.cross_encoder import builder_for
+    from server.rerank.prompt import prompts_for
+    from server.rerank.serving import load_tokenizer
 
     settings = settings_from_args(argv)
     served = settings.served_models()[0]

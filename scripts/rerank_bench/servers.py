@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from rerank_bench.workloads import Workload
-from server.engine_args import QWEN3_RERANKER_HF_OVERRIDES, on_cpu
+from server.engine.engine_args import QWEN3_RERANKER_HF_OVERRIDES, on_cpu
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ENV_ASSIGNMENT = re.compile(r"^[A-Z][A-Z0-9_]*=")  # a variant's environment variable, not a flag
