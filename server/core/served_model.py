@@ -13,8 +13,9 @@ T = TypeVar("T")
 
 
 class ModelKind(StrEnum):
-    """What kind of reranker a model is (server/engine/model_kind.py tells it from its config), as
-    --model-kind names it; AUTO is that flag's default only: a served model's kind is never AUTO."""
+    """What kind of reranker a model is, as --model-kind names it. AUTO, that flag's default, means
+    "tell it from the model's config.json" (server/engine/model_kind.py); the kind found
+    (`ModelInfo.kind`) is never AUTO."""
 
     AUTO = "auto"
     QWEN3_RERANKER = "qwen3-reranker"
