@@ -89,13 +89,7 @@ class MadeUpLogits:
 
     is_dead = False
 
-    async def score(
-        self,
-        prompts: Sequence[list[int]],
-        request_id: str,
-        priorities: Sequence[int] | None = None,
-        second_segment: int | None = None,
-    ) -> Scores:
+    async def score(self, prompts: Sequence[list[int]], *_: Any) -> Scores:  # EngineWrapper passes every field
         return Scores([logit(p) for p in prompts], 0)
 
 
