@@ -92,7 +92,7 @@ class LiveServer:
 
     @property
     def service(self) -> Any:
-        return self.app.state.service
+        return self.app.state.models.default
 
     def client(self, api_key: str | None = API_KEY, timeout: float = 120) -> httpx.Client:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}

@@ -10,6 +10,7 @@ import httpx
 import psutil
 import pytest
 
+from server.core.rerank_job import sigmoid
 from server.rerank.prompt import PromptBuilder
 
 from .conftest import MAX_MODEL_LEN, wait_until
@@ -92,7 +93,8 @@ def test_chunk_parity_each_window_and_the_max(client, card, engine, engine_loop,
     results = {r["index"]: r for r in data["results"]}
     prompts = builder.build_chunked(QUERY, docs)
     # Each window's score from the real engine equals the card's code on that window's ids.
-    engine_scores = engine_loop.run(engine.score(prompts.token_ids, "parity-windows")).scores
+    engine_logits = engine_loop.run(engine.score(prompts.token_ids, "parity-windows")).logits
+    engine_scores = [sigmoid(x) for x in engine_logits]  # the card's score: the probability of "yes"
     card_scores = card.scores_of_ids(prompts.token_ids)
     assert_close(engine_scores, card_scores, 1e-4)
     n = len(prompts.windows[0])

@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from server.core.rerank_job import sigmoid
 from server.core.served_model import ServedModel
 from server.core.settings import Settings
 from server.engine.engine_args import engine_args, on_cpu, set_cpu_threads_bind
@@ -33,11 +32,6 @@ logger = logging.getLogger("server.engine")
 class Scores:
     logits: list[float]  # per prompt: the classifier's raw output (Qwen3-Reranker: the yes logit minus the no logit)
     cached_tokens: int
-
-    @property
-    def scores(self) -> list[float]:
-        """Per prompt: the probability of "yes" (the model card's score), sigmoid(logit)."""
-        return [sigmoid(x) for x in self.logits]
 
 
 class Engine(Protocol):

@@ -41,7 +41,6 @@ def create_app(settings: Settings, cluster: Cluster | None = None, deployment: D
         [RerankService(settings, served, metrics, cluster, tracing) for served in settings.served_models()]
     )
     app.state.models = models
-    app.state.service = models.default  # the default model's (the only one's, usually)
     app.include_router(router)
     add_platform_routes(app, settings.health_route, settings.predict_route)
     install_error_handlers(app)
