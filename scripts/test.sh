@@ -7,10 +7,12 @@
 #                            process against a fake engine (tests/fake_engine.py): about a minute
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fast=()
+# The whole suite on two pytest-xdist workers (RERANK_TEST_WORKERS=0: one process), each module one
+# unit of work (tests/conftest.py); the fast tier in one process.
+tier=(-n "${RERANK_TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder)
 if [ "${1:-}" = "--fast" ]; then
   shift
-  fast=(-m "not engine and not container and not browser and not slow")
+  tier=(-m "not engine and not container and not browser and not slow")
 fi
 bash scripts/setup.sh --cpu --dev
 bash scripts/fetch-helm.sh   # pinned helm binary for the chart tests
@@ -21,4 +23,4 @@ ruff format --check server tests scripts webui.py
 PYTHONPATH=scripts lint-imports   # the import contract in pyproject.toml: no circles, no import upwards
 hadolint Dockerfile
 mypy   # the server package's types ([tool.mypy] in pyproject.toml)
-exec python -m pytest "${fast[@]}" "$@"
+exec python -m pytest "${tier[@]}" "$@"

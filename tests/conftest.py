@@ -40,6 +40,30 @@ MODEL_FIXTURES = frozenset(
 )
 
 
+# The whole suite runs on two pytest-xdist workers (scripts/test.sh: --dist loadgroup): each module
+# is one unit of work, so that its module-scoped servers start once and its tests run in order; the
+# image modules are one unit, as they share the wheelhouse, the images and their build cache. The
+# units go out longest first (measured: docs/testing.md), so that no long one starts last; the rest
+# follow in file order.
+IMAGE_MODULES = ("test_container.py", "test_gpu_image.py", "test_docker.py")
+LONGEST_FIRST = (
+    *IMAGE_MODULES,
+    "test_model_kinds.py",
+    "test_rolling_restart.py",
+    "test_multiprocess.py",
+    "test_process.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("images" if name in IMAGE_MODULES else name))
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order otherwise
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     used = MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ()))
     if used and item.get_closest_marker("engine") is None:

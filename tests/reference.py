@@ -49,7 +49,10 @@ class CardReranker:
 
     @torch.no_grad()
     def compute_logits(self, inputs) -> list[float]:
-        batch_scores = self.model(**inputs).logits[:, -1, :]
+        # The card's `model(**inputs).logits[:, -1, :]`, with the LM head run on the last position
+        # only (as transformers' generation does): the same numbers without a vocabulary-wide
+        # matmul per token (at the 8B width, 636 GFLOP for one 512-token prompt).
+        batch_scores = self.model(**inputs, logits_to_keep=1).logits[:, -1, :]
         true_vector = batch_scores[:, self.token_true_id]
         false_vector = batch_scores[:, self.token_false_id]
         batch_scores = torch.stack([false_vector, true_vector], dim=1)

@@ -31,19 +31,17 @@ def ranked(response: httpx.Response) -> list[tuple[int, float]]:
 
 
 @pytest.mark.engine
-def test_two_api_processes_serve_one_engine(tiny_model: Path, tmp_path: Path, redis_server):
+def test_two_api_processes_serve_one_engine(tiny_model: Path, tmp_path: Path, redis_server, live_server):
     (tmp_path / "two").mkdir()
-    (tmp_path / "one").mkdir()
     receiver = contextlib.ExitStack()
     otlp_url, received = receiver.enter_context(http_receiver())
     tracing = ("--otlp-traces-endpoint", otlp_url)
     two = ServerProcess(
         tiny_model, tmp_path / "two", (*TWO, "--vllm-metrics", "--score-cache-url", redis_server.url, *tracing)
     )
-    one = ServerProcess(tiny_model, tmp_path / "one", SHARED_HOST_FLAGS)
+    one = live_server()  # the session's engine, in this process: the same engine settings as `two`
     try:
         two.wait_ready(600)
-        one.wait_ready(600)
         assert two.log.count("Engine started.") == 1, "one line, once every process has scored its warm-up"
         assert all(tag in two.log for tag in ("[supervisor]", "[api-0]", "[api-1]", "[EngineCore]"))
         assert len(two.children_titled("VLLM::EngineCore")) == 1
@@ -69,12 +67,13 @@ def test_two_api_processes_serve_one_engine(tiny_model: Path, tmp_path: Path, re
         instances = {s.resource["rerank.api_process"]: s.resource["service.instance.id"] for s in received.spans}
         assert len(set(instances.values())) == 2
 
-        # The same scores as one process on one engine (short and truncated documents), up to fp32
+        # The same scores as one API process on one engine (short and truncated documents), up to fp32
         # rounding (1e-7 seen: the engine batches pairs as they come, and a different batch sums
         # in a different order).
         for body in (GOOD, QUERY, {"query": "q", "documents": LONG_DOCS}):
             got = dict(ranked(httpx.post(two.url + "/v1/rerank", json=body, timeout=120)))
-            want = dict(ranked(httpx.post(one.url + "/v1/rerank", json=body, timeout=120)))
+            with one.client() as client:
+                want = dict(ranked(client.post("/v1/rerank", json=body)))
             assert got.keys() == want.keys() == set(range(len(body["documents"])))
             assert max(abs(got[i] - want[i]) for i in want) <= 1e-6
 
@@ -101,11 +100,10 @@ def test_two_api_processes_serve_one_engine(tiny_model: Path, tmp_path: Path, re
         assert two.metric("rerank_pairs_in_flight") == 0
         assert two.metric("rerank_prompt_tokens_total") > 0
         # --vllm-metrics: vLLM's own engine metrics too, every process's engine requests (pairs the
-        # score cache did not have, and the warm-ups) in one scrape; without it (the default), none.
+        # score cache did not have, and the warm-ups) in one scrape (without it, none: test_process.py).
         scored = two.metric("rerank_score_cache_misses_total")
         assert scored >= 3 + 3  # QUERY and `fresh`, at least (both processes scored)
         assert two.metric("vllm:request_success_total") >= scored + 2 * 2
-        assert "vllm:" not in httpx.get(one.url + "/metrics", timeout=10).text
 
         two.proc.send_signal(signal.SIGTERM)
         assert two.proc.wait(120) == 0, two.log[-3000:]
@@ -113,7 +111,6 @@ def test_two_api_processes_serve_one_engine(tiny_model: Path, tmp_path: Path, re
         assert two.log.count("server stopped (exit code 0)") == 2  # each API process drained
     finally:
         two.stop()
-        one.stop()
         receiver.close()
 
 

@@ -42,6 +42,7 @@ def test_entrypoint_serves_logs_engine_started_and_drains_on_sigterm(server_proc
     started = [i for i, line in enumerate(lines) if "Engine started." in line]
     assert len(warm) == 1 and len(started) == 1 and started[0] > warm[0], "`Engine started.` once, after the warm-up"
     assert "vllm[" in p.log, "vLLM's own log lines (engine core process included) go to vllm.log too"
+    assert "vllm:" not in httpx.get(p.url + "/metrics", timeout=10).text, "vLLM's metrics only with --vllm-metrics"
 
     # A load balancer's keep-alive connection, open before SIGTERM.
     keep_alive = httpx.Client(base_url=p.url, timeout=120)
