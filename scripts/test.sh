@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The whole suite on two pytest-xdist workers (RERANK_TEST_WORKERS=0: one process), each module one
 # unit of work (tests/conftest.py); the fast tier in one process.
-tier=(-n "${RERANK_TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder)
+tier=(-n "${RERANK_TEST_WORKERS:-2}" --dist loadscope --no-loadscope-reorder)
 if [ "${1:-}" = "--fast" ]; then
   shift
   tier=(-m "not engine and not container and not browser and not slow")

@@ -40,11 +40,11 @@ MODEL_FIXTURES = frozenset(
 )
 
 
-# The whole suite runs on two pytest-xdist workers (scripts/test.sh: --dist loadgroup): each module
-# is one unit of work, so that its module-scoped servers start once and its tests run in order; the
-# image modules are one unit, as they share the wheelhouse, the images and their build cache. The
-# units go out longest first (measured: docs/testing.md), so that no long one starts last; the rest
-# follow in file order.
+# The whole suite runs on two pytest-xdist workers (scripts/test.sh). Each module is one unit of
+# work, so that its module-scoped servers start once and its tests run in order; the image modules
+# are one unit, as they share the wheelhouse, the images and their build cache. The units go out
+# longest first (measured: docs/testing.md), so that no long one starts last; the rest follow in
+# file order.
 IMAGE_MODULES = ("test_container.py", "test_gpu_image.py", "test_docker.py")
 LONGEST_FIRST = (
     *IMAGE_MODULES,
@@ -55,13 +55,27 @@ LONGEST_FIRST = (
 )
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: its module's file name, or "images"."""
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return "images" if module in IMAGE_MODULES else module
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own ordering of parametrized fixtures, kept within a module
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("images" if name in IMAGE_MODULES else name))
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order otherwise
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's: how the tests are shared among its workers
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByWorkUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return ByWorkUnit(config, log)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -171,9 +185,13 @@ def engine(engine_loop: EngineLoop, tiny_model: Path) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def serve_app(engine_loop: EngineLoop, engine: Any, tiny_model: Path, tokenizer: Any) -> Callable[..., LiveServer]:
+def serve_app(
+    request: pytest.FixtureRequest, engine_loop: EngineLoop, tiny_model: Path, tokenizer: Any
+) -> Callable[..., LiveServer]:
     """Makes one app with the given Settings overrides, on the shared engine, served over HTTP; whoever
-    asked stops it (`live_server`: at the test's end, `module_live_server`: the module's)."""
+    asked stops it (`live_server`: at the test's end, `module_live_server`: the module's). The shared
+    engine starts when an app first needs it: a worker that only serves models of its own (the
+    model kinds) never holds it beside theirs."""
 
     def make(start: bool = True, engine_override: Any = None, port: int = 0, **overrides: Any) -> LiveServer:
         import uvicorn
@@ -197,7 +215,8 @@ def serve_app(engine_loop: EngineLoop, engine: Any, tiny_model: Path, tokenizer:
         live = LiveServer(f"http://127.0.0.1:{port}", app, server, serving)
         if start:  # every model of the app on the one engine (tests of several models route by name)
             for service in app.state.models.services:
-                engine_loop.run(service.start(engine_override or engine, tokenizer))
+                engine = engine_override or request.getfixturevalue("engine")
+                engine_loop.run(service.start(engine, tokenizer))
         return live
 
     return make
