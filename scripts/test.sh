@@ -7,9 +7,14 @@
 #                            process against a fake engine (tests/fake_engine.py): about a minute
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The whole suite on two pytest-xdist workers (RERANK_TEST_WORKERS=0: one process), each module one
-# unit of work (tests/conftest.py); the fast tier in one process.
-tier=(-n "${RERANK_TEST_WORKERS:-2}" --dist loadscope --no-loadscope-reorder)
+# The whole suite on two pytest-xdist workers where the machine has the cores and the memory for them
+# (two engines, the 8B width's weights beside a container: about 19 GB at peak), otherwise in one
+# process; RERANK_TEST_WORKERS=N chooses (0: one process). Each module is one unit of work
+# (tests/conftest.py). The fast tier runs in one process.
+mem_gib=$(awk '/MemTotal/ {print int($2 / 1048576)}' /proc/meminfo)
+workers=0
+if [ "$(nproc)" -ge 2 ] && [ "$mem_gib" -ge 20 ]; then workers=2; fi
+tier=(-n "${RERANK_TEST_WORKERS:-$workers}" --dist loadscope --no-loadscope-reorder)
 if [ "${1:-}" = "--fast" ]; then
   shift
   tier=(-m "not engine and not container and not browser and not slow")

