@@ -214,8 +214,8 @@ def serve_app(
             time.sleep(0.02)
         live = LiveServer(f"http://127.0.0.1:{port}", app, server, serving)
         if start:  # every model of the app on the one engine (tests of several models route by name)
+            engine = engine_override or request.getfixturevalue("engine")
             for service in app.state.models.services:
-                engine = engine_override or request.getfixturevalue("engine")
                 engine_loop.run(service.start(engine, tokenizer))
         return live
 
