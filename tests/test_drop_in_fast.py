@@ -100,6 +100,35 @@ async def test_a_malformed_score_body_is_a_422_naming_what_is_wrong(body, messag
         assert not fake.engine.requests()
 
 
+async def test_the_published_request_bodies_refuse_what_the_routes_refuse():
+    """/openapi.json's request body of each route, against bodies the route answers: a body the schema
+    calls valid is one the route takes (as far as JSON Schema can say it), and the other way round."""
+    import jsonschema
+
+    async with fake_server() as fake:
+        spec = (await fake.client.get("/openapi.json")).json()
+
+        def published(path: str) -> jsonschema.Draft202012Validator:
+            body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+            return jsonschema.Draft202012Validator({**body, "components": spec["components"]})
+
+        score_body, rerank_body = {"queries": Q, "documents": DOCS}, {"query": Q, "documents": DOCS}
+        for path, body, takes in [
+            ("/score", score_body, True),
+            ("/score", {"text_1": [Q], "text_2": DOCS[0]}, True),
+            ("/score", {}, False),
+            ("/score", {"queries": Q}, False),
+            ("/score", {"text_1": Q, "text_2": []}, False),
+            ("/score", {"queries": None, "documents": DOCS}, False),
+            ("/v1/rerank", rerank_body, True),
+            ("/v1/rerank", {"query": Q, "texts": DOCS}, True),
+            ("/v1/rerank", score_body, False),
+        ]:
+            response = await fake.client.post(path, json=body)
+            assert (response.status_code == 200) is takes, (path, body, response.text)
+            assert published(path).is_valid(body) is takes, (path, body)
+
+
 async def test_sagemaker_ping_and_invocations_take_every_body_by_its_shape():
     async with fake_server(client_key=None, api_key=[]) as fake:
         assert (await fake.client.get("/ping")).status_code == 200

@@ -21,10 +21,17 @@ SIDES = (("queries", "documents"), ("queries", "items"), ("data_1", "data_2"), (
 Side = StrictStr | list[StrictStr]
 
 
+def _one_pair_named(schema: dict[str, Any]) -> None:
+    """The published schema asks what the validator asks, where JSON Schema can say it: one pair of
+    sides named, each a string or a list of at least one (1:1, 1:N or N:N it cannot say)."""
+    side = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+    schema["anyOf"] = [{"required": [a, b], "properties": {a: side, b: side}} for a, b in SIDES]
+
+
 class ScoreRequest(BaseModel):
     """vLLM's score request; fields of vLLM's it does not use are ignored."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_one_pair_named)
 
     queries: Side | None = Field(None, description="the first side (with documents or items)")
     documents: Side | None = Field(None, description="the second side, with queries")

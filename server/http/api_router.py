@@ -41,9 +41,10 @@ from server.rerank.serving import RerankService
 logger = logging.getLogger("server.api")
 router = APIRouter()
 
-# The rerank routes parse their body themselves (orjson, then the dialect's model): these are the
-# request bodies they take, published in /openapi.json (server/http/app.py adds their schemas).
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (RerankRequest, TeiRerankRequest, ScoreRequest)
+# The routes parse their body themselves (orjson, then the dialect's model): the bodies the rerank
+# routes take, and every request body published in /openapi.json (server/http/app.py adds their schemas).
+RERANK_REQUEST_MODELS: tuple[type[BaseModel], ...] = (RerankRequest, TeiRerankRequest)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (*RERANK_REQUEST_MODELS, ScoreRequest)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in ERROR_STATUSES}
 RERANK_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse | TeiError}  # TeiError: requests in TEI's shape
@@ -234,7 +235,9 @@ for _path in RERANK_ROUTES:
                 "required": True,
                 "content": {
                     "application/json": {
-                        "schema": {"oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in REQUEST_MODELS]}
+                        "schema": {
+                            "oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in RERANK_REQUEST_MODELS]
+                        }
                     }
                 },
             }
